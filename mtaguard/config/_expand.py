@@ -175,8 +175,17 @@ def _parseInner(inner: str) -> Node:
     position = _skipSpace(rest, position)
     second: Template | None = None
     if which == "?" and rest.startswith(":", position):
-        second, position = _braced(rest, _skipSpace(rest, position + 1))
-        position = _skipSpace(rest, position)
+        elseStart = _skipSpace(rest, position + 1)
+        if rest.startswith("{", elseStart):
+            second, position = _braced(rest, elseStart)
+            position = _skipSpace(rest, position)
+        else:
+            # Postfix takes an unbraced else-part literally, up to the
+            # closing bracket, less one separating blank.
+            elseText = rest[position + 1 :]
+            if elseText[:1].isspace():
+                elseText = elseText[1:]
+            second, position = compileTemplate(elseText), len(rest)
     if position != len(rest):
         raise _unexpected(rest, position)
     if which == "?":

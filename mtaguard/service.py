@@ -1,0 +1,189 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+Build mtaguard's service tree from a configuration: one child service per
+master.cf service that mtaguard runs.
+
+Postfix splits its work over many daemons that master(8) starts; mtaguard
+does the work of the internal ones (queue manager, cleanup, bounce, ...)
+inside its own process, so their master.cf lines are accepted and noted, and
+only the services that face the network or deliver mail become children.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Callable, Iterable
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.logger import Logger
+
+from .config import Configuration, ConfigurationError, ParameterView, ServiceEntry, params
+from .config._mastercf import inetAddress
+
+log = Logger()
+
+#: Postfix daemons whose work mtaguard does in-process: their master.cf lines
+#: are accepted as they are.
+INTERNAL_PROGRAMS = frozenset(
+    {
+        "anvil",
+        "bounce",
+        "cleanup",
+        "discard",
+        "dnsblog",
+        "error",
+        "flush",
+        "oqmgr",
+        "pickup",
+        "postlogd",
+        "proxymap",
+        "qmgr",
+        "scache",
+        "showq",
+        "tlsmgr",
+        "tlsproxy",
+        "trivial-rewrite",
+        "verify",
+    }
+)
+
+#: The programs mtaguard itself runs as services.
+RUNNABLE_PROGRAMS = frozenset({"postscreen", "smtpd", "smtp"})
+
+#: Builds the service for one master.cf entry of a runnable program.  Later
+#: components register themselves here.
+ProgramBuilder = Callable[[ServiceEntry, ParameterView, "tuple[str, ...]"], IService]
+programBuilders: dict[str, ProgramBuilder] = {}
+
+#: The listen backlog of every inet service: Twisted's default of 50 makes a
+#: burst of connections wait for SYN retransmissions.
+LISTEN_BACKLOG = 1024
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def _port(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        return socket.getservbyname(text, "tcp")
+    except OSError:
+        raise ConfigurationError(f"unknown service name: {text!r}") from None
+
+
+def _interfaceAddresses(view: ParameterView) -> list[str]:
+    protocols = set(view[params.inet_protocols])
+    if "all" in protocols:
+        protocols = {"ipv4", "ipv6"}
+    addresses: list[str] = []
+    for item in view[params.inet_interfaces]:
+        if item == "all":
+            # One dual-stack socket when both families are wanted.
+            addresses.append("::" if "ipv6" in protocols else "0.0.0.0")
+        elif item == "loopback-only":
+            if "ipv4" in protocols:
+                addresses.append("127.0.0.1")
+            if "ipv6" in protocols:
+                addresses.append("::1")
+        else:
+            addresses.append(item.strip("[]"))
+    return addresses
+
+
+def endpointDescriptions(entry: ServiceEntry, view: ParameterView) -> tuple[str, ...]:
+    """
+    The Twisted server endpoint descriptions an inet service listens on.
+
+    A master.cf name C{host:port} binds that address; a bare C{port} binds
+    every address of C{inet_interfaces}.  Other service types have no
+    listening endpoint of their own.
+
+    @raise ConfigurationError: if the port is an unknown service name.
+    """
+    if entry.type != "inet":
+        return ()
+    host, portText = inetAddress(entry)
+    port = _port(portText)
+    hosts = [host] if host is not None else _interfaceAddresses(view)
+    descriptions = []
+    for address in hosts:
+        kind = "tcp6" if ":" in address else "tcp"
+        descriptions.append(
+            f"{kind}:{port}:interface={_escape(address)}:backlog={LISTEN_BACKLOG}"
+        )
+    return tuple(descriptions)
+
+
+class UnavailableProgram(Service):
+    """
+    A master.cf service whose program this version of mtaguard does not
+    implement yet: it is reported at start-up and otherwise does nothing, so
+    a stock master.cf still starts.
+    """
+
+    def __init__(self, entry: ServiceEntry, endpoints: tuple[str, ...]) -> None:
+        self.entry = entry
+        self.endpoints = endpoints
+        self.setName(f"{entry.name}/{entry.type}")
+
+    def startService(self) -> None:
+        super().startService()
+        log.warn(
+            "warning: service {service}/{type}: program {command} is not available"
+            " in this version of mtaguard; not listening on {endpoints}",
+            service=self.entry.name,
+            type=self.entry.type,
+            command=self.entry.command,
+            endpoints=", ".join(self.endpoints) or "(none)",
+        )
+
+
+def makeMasterService(configuration: Configuration) -> MultiService:
+    """
+    The service tree for a loaded configuration.
+
+    @raise ConfigurationError: if a service cannot be built.
+    """
+    top = MultiService()
+    internal: list[str] = []
+    for entry in configuration.services():
+        if entry.command in INTERNAL_PROGRAMS:
+            internal.append(f"{entry.name}/{entry.type}")
+            continue
+        if entry.command not in RUNNABLE_PROGRAMS:
+            log.warn(
+                "warning: {path}, line {line}: service {service}/{type}: program"
+                " {command} is not supported by mtaguard; mail routed to it"
+                " stays in the queue",
+                path=configuration.masterCfPath,
+                line=entry.firstLine,
+                service=entry.name,
+                type=entry.type,
+                command=entry.command,
+            )
+            continue
+        view = configuration.view(entry)
+        endpoints = endpointDescriptions(entry, view)
+        builder = programBuilders.get(entry.command)
+        child = (
+            builder(entry, view, endpoints)
+            if builder is not None
+            else UnavailableProgram(entry, endpoints)
+        )
+        child.setServiceParent(top)
+    if internal:
+        log.info(
+            "{path}: Postfix internal services handled inside mtaguard: {services}",
+            path=configuration.masterCfPath,
+            services=" ".join(internal),
+        )
+    return top
+
+
+def warnings(configuration: Configuration) -> Iterable[str]:
+    """
+    The configuration's non-fatal problems, one line each.
+    """
+    return configuration.warnings
