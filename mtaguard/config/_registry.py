@@ -50,7 +50,7 @@ def _convertTime(parameter: "Parameter[int]", text: str) -> int:
     match = _TIME_RE.match(text)
     if match is None:
         raise InvalidValue(
-            f"invalid time value {text.strip()!r}: expected a number with an"
+            f"{text.strip()!r} is not a time: expected a number with an"
             f" optional unit s, m, h, d or w (default unit: {parameter.unit})"
         )
     unit = match.group(2) or parameter.unit
@@ -60,7 +60,7 @@ def _convertTime(parameter: "Parameter[int]", text: str) -> int:
 def _convertInt(parameter: "Parameter[int]", text: str) -> int:
     match = _INT_RE.match(text)
     if match is None:
-        raise InvalidValue(f"invalid number {text.strip()!r}: expected an integer")
+        raise InvalidValue(f"{text.strip()!r} is not an integer")
     return int(match.group(1))
 
 
@@ -70,14 +70,14 @@ def _convertBool(parameter: "Parameter[bool]", text: str) -> bool:
         return True
     if folded == "no":
         return False
-    raise InvalidValue(f"invalid boolean {text.strip()!r}: expected yes or no")
+    raise InvalidValue(f"{text.strip()!r} is not yes or no")
 
 
 def _convertString(parameter: "Parameter[str]", text: str) -> str:
     value = text.strip()
     if parameter.choices is not None and value.lower() not in parameter.choices:
         raise InvalidValue(
-            f"invalid value {value!r}: expected one of {', '.join(parameter.choices)}"
+            f"{value!r} is not one of {', '.join(parameter.choices)}"
         )
     return value.lower() if parameter.choices is not None else value
 
@@ -158,11 +158,11 @@ class Parameter(Generic[T]):
             number = cast(int, value)
             if self.minimum is not None and number < self.minimum:
                 raise InvalidValue(
-                    f"value {text.strip()!r} is below the minimum {self.minimum}"
+                    f"{text.strip()!r} is below the minimum {self.minimum}"
                 )
             if self.maximum is not None and number > self.maximum:
                 raise InvalidValue(
-                    f"value {text.strip()!r} is above the maximum {self.maximum}"
+                    f"{text.strip()!r} is above the maximum {self.maximum}"
                 )
         return cast(T, value)
 
@@ -217,13 +217,6 @@ class Registry:
 #: The one registry.  Declarations live in L{mtaguard.config.params} and
 #: L{mtaguard.config._compat}.
 registry = Registry()
-
-
-def _declare(kind: Kind) -> Callable[..., Parameter[T]]:
-    def declare(name: str, default: Default, doc: str, **kw: object) -> Parameter[T]:
-        return registry.add(Parameter(name, default, kind, doc, **kw))  # type: ignore[arg-type]
-
-    return declare
 
 
 def timeParameter(name: str, default: Default, doc: str, **kw: object) -> Parameter[int]:
