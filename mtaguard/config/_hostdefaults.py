@@ -278,15 +278,30 @@ def _network(address: ipaddress.IPv4Address | ipaddress.IPv6Address, prefix: int
 
 
 @functools.cache
-def mynetworks() -> str:
+def mynetworksForStyle(style: str) -> str:
     """
-    The default C{mynetworks} as C{postconf -d} prints it: one C{net/len}
-    pattern per local interface address (IPv6 as C{[net]/len}), duplicates
-    removed, order kept.
+    C{mynetworks} computed as Postfix computes it for C{mynetworks_style}:
+    C{subnet} gives the network of each interface address, C{host} the
+    addresses themselves (C{/32}, C{/128}), C{class} the IPv4 class A/B/C
+    network (IPv6 addresses as for C{subnet}).  Duplicates are dropped,
+    interface order kept.
     """
     seen: list[str] = []
     for _, address, prefix in localAddresses():
+        if style == "host":
+            prefix = address.max_prefixlen
+        elif style == "class" and address.version == 4:
+            first = int(address) >> 24
+            prefix = 8 if first < 128 else 16 if first < 192 else 24
         pattern = _network(address, prefix)
         if pattern not in seen:
             seen.append(pattern)
     return " ".join(seen)
+
+
+def mynetworks() -> str:
+    """
+    The default C{mynetworks} as C{postconf -d} prints it: the C{subnet}
+    style, which compatibility level 0 selects.
+    """
+    return mynetworksForStyle("subnet")

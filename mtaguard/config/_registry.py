@@ -41,9 +41,6 @@ class InvalidValue(ValueError):
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TIME_RE = re.compile(r"\A\s*(-?\d+)([smhdw]?)\s*\Z")
 _INT_RE = re.compile(r"\A\s*([-+]?\d+)\s*\Z")
-# Postfix splits lists on whitespace and commas (CHARS_COMMA_SP); parentheses
-# group, but no list parameter mtaguard reads uses them.
-_LIST_SPLIT = re.compile(r"[\s,]+")
 
 
 def _convertTime(parameter: "Parameter[int]", text: str) -> int:
@@ -82,8 +79,33 @@ def _convertString(parameter: "Parameter[str]", text: str) -> str:
     return value.lower() if parameter.choices is not None else value
 
 
+def splitList(text: str) -> tuple[str, ...]:
+    """
+    Split a list value as Postfix does: items are separated by whitespace
+    or commas, except inside C{{...}}, which keeps an inline table such as
+    C{regexp:{{/^[^A-Z]/ Bogus}}} in one piece.
+    """
+    items: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for char in text:
+        if depth == 0 and (char.isspace() or char == ","):
+            if current:
+                items.append("".join(current))
+                current = []
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}" and depth > 0:
+            depth -= 1
+        current.append(char)
+    if current:
+        items.append("".join(current))
+    return tuple(items)
+
+
 def _convertList(parameter: "Parameter[tuple[str, ...]]", text: str) -> tuple[str, ...]:
-    return tuple(item for item in _LIST_SPLIT.split(text) if item)
+    return splitList(text)
 
 
 _CONVERTERS: dict[Kind, Callable[..., object]] = {
@@ -180,6 +202,13 @@ class Registry:
 
     def __init__(self) -> None:
         self._parameters: dict[str, Parameter[object]] = {}
+        #: Names whose values Postfix uses without C{$} expansion.
+        self.rawNames: set[str] = set()
+        #: Defaults that depend on other parameters' values at run time
+        #: (C{mynetworks} on C{mynetworks_style}); the function receives a
+        #: lookup of expanded values.  C{postconf -d} still prints
+        #: L{Parameter.defaultText}.
+        self.dynamicDefaults: dict[str, Callable[[Callable[[str], str]], str]] = {}
 
     def add(self, parameter: Parameter[T]) -> Parameter[T]:
         """

@@ -89,6 +89,9 @@ class ParameterView:
         value = self._values.get(name)
         if value is not None:
             return value
+        dynamic = self._registry.dynamicDefaults.get(name)
+        if dynamic is not None:
+            return dynamic(self.expand)
         parameter = self._registry.get(name)
         if parameter is None:
             return None
@@ -114,6 +117,8 @@ class ParameterView:
         """
         cache = self._expanded[self.stress]
         value = cache.get(name)
+        if value is None and name in self._registry.rawNames:
+            value = self.raw(name) or ""
         if value is None:
             try:
                 value = Expander(self.raw, cache).name(name)

@@ -37,6 +37,7 @@ from __future__ import annotations
 from mtaguard.config import _hostdefaults
 from mtaguard.config._registry import (
     boolParameter,
+    registry,
     intParameter,
     listParameter,
     mapParameter,
@@ -2006,4 +2007,14 @@ tls_random_reseed_period = timeParameter(
     "tls_random_reseed_period",
     "3600s",
     "Longest time between PRNG reseeds.",
+)
+
+
+# --- Run-time behaviour of some values ----------------------------------------
+
+registry.rawNames.update(RAW_PARAMETERS)
+# Postfix computes mynetworks from mynetworks_style when it is not set; the
+# style itself depends on compatibility_level.
+registry.dynamicDefaults["mynetworks"] = lambda expand: _hostdefaults.mynetworksForStyle(
+    expand("mynetworks_style")
 )
