@@ -10,6 +10,7 @@ from typing import Iterable
 
 import attr
 
+from ._known import unusedParameters
 from ._maincf import MainCfSyntaxError, ParsedMainCf, parseMainCf
 from ._mastercf import MasterCfSyntaxError, ParsedMasterCf, ServiceEntry, parseMasterCf
 from ._view import Origin, ParameterError, ParameterView
@@ -135,6 +136,10 @@ def parseConfiguration(
         raise ConfigurationError(f"{masterPath}, line {error.line}: {error}") from None
     warnings = [f"{mainPath}, {w}" if w.startswith("line ") else f"{mainPath}: {w}" for w in main.warnings]
     warnings += [f"{masterPath}: {w}" for w in master.warnings]
+    warnings += [
+        f"{mainPath}: unused parameter: {setting.name}={setting.value}"
+        for setting in unusedParameters(main.settings, master.entries)
+    ]
     fixedValues = (("config_directory", directory),) + tuple(fixed)
     return Configuration(directory, main, master, fixedValues, tuple(warnings))
 
