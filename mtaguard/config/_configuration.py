@@ -5,12 +5,15 @@ A configuration directory (main.cf + master.cf), loaded and checked.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Iterable
 
 import attr
 
+from ._expand import ExpansionError, compileTemplate, references
 from ._known import unusedParameters
+from ._registry import registry
 from ._maincf import MainCfSyntaxError, ParsedMainCf, parseMainCf
 from ._mastercf import MasterCfSyntaxError, ParsedMasterCf, ServiceEntry, parseMasterCf
 from ._view import Origin, ParameterError, ParameterView
@@ -23,7 +26,7 @@ class ConfigurationError(Exception):
     """
 
 
-@attr.s(frozen=True, slots=True, auto_attribs=True)
+@attr.s(frozen=True, slots=False, auto_attribs=True)
 class Configuration:
     """
     The parsed contents of one configuration directory.
@@ -68,26 +71,83 @@ class Configuration:
             byKey[entry.key()] = entry
         return list(byKey.values())
 
-    def view(self, service: ServiceEntry | None = None) -> ParameterView:
-        """
-        The parameters as C{service} sees them: main.cf with the service's
-        C{-o} overrides on top, or main.cf alone.
-        """
+    def _settings(self) -> tuple[dict[str, str], dict[str, Origin]]:
         values: dict[str, str] = {}
         origins: dict[str, Origin] = {}
         for setting in self.main.settings:
             values[setting.name] = setting.value
             origins[setting.name] = (self.mainCfPath, setting.line)
-        if service is not None:
-            values["service_name"] = service.name
-            values["process_name"] = service.command
-            for name, value in service.overrides:
-                values[name] = value
-                origins[name] = (self.masterCfPath, service.firstLine)
+        return values, origins
+
+    @functools.cached_property
+    def _mainView(self) -> ParameterView:
+        values, origins = self._settings()
         for name, value in self.fixed:
             values[name] = value
             origins.pop(name, None)
         return ParameterView(values, origins=origins)
+
+    @functools.cached_property
+    def _dependents(self) -> dict[str, set[str]]:
+        """
+        For each name, the names whose values refer to it, directly.
+        """
+        values, _ = self._settings()
+        graph: dict[str, set[str]] = {}
+        names = set(values) | set(registry.names())
+        for name in names:
+            raw = values.get(name)
+            if raw is None:
+                parameter = registry.get(name)
+                raw = parameter.defaultText() if parameter is not None else ""
+            try:
+                referenced = references(compileTemplate(raw))
+            except ExpansionError:
+                # Reported when the value is looked up; here it only means
+                # the name is affected by everything, to be safe.
+                referenced = {"*"}
+            referenced |= set(registry.dynamicDependencies.get(name, ()))
+            for other in referenced:
+                graph.setdefault(other, set()).add(name)
+        return graph
+
+    def _affectedBy(self, names: set[str]) -> set[str]:
+        graph = self._dependents
+        affected = set(names) | graph.get("*", set())
+        pending = list(affected)
+        while pending:
+            for dependent in graph.get(pending.pop(), ()):
+                if dependent not in affected:
+                    affected.add(dependent)
+                    pending.append(dependent)
+        return affected
+
+    def view(self, service: ServiceEntry | None = None) -> ParameterView:
+        """
+        The parameters as C{service} sees them: main.cf with the service's
+        C{-o} overrides on top, or main.cf alone.  Views of services share
+        the main.cf view's work for every value their overrides do not
+        affect.
+        """
+        if service is None:
+            return self._mainView
+        values, origins = self._settings()
+        values["service_name"] = service.name
+        values["process_name"] = service.command
+        for name, value in service.overrides:
+            values[name] = value
+            origins[name] = (self.masterCfPath, service.firstLine)
+        for name, value in self.fixed:
+            values[name] = value
+            origins.pop(name, None)
+        changed = {"service_name", "process_name"} | {name for name, _ in service.overrides}
+        changed -= {name for name, _ in self.fixed}
+        return ParameterView(
+            values,
+            origins=origins,
+            parent=self._mainView,
+            affected=self._affectedBy(changed),
+        )
 
     def check(self) -> None:
         """
@@ -98,8 +158,7 @@ class Configuration:
         try:
             self.view().check()
             for service in self.services():
-                if service.overrides:
-                    self.view(service).check()
+                self.view(service).check()
         except ParameterError as error:
             raise ConfigurationError(str(error)) from None
 

@@ -209,6 +209,8 @@ class Registry:
         #: lookup of expanded values.  C{postconf -d} still prints
         #: L{Parameter.defaultText}.
         self.dynamicDefaults: dict[str, Callable[[Callable[[str], str]], str]] = {}
+        #: The names each dynamic default reads.
+        self.dynamicDependencies: dict[str, tuple[str, ...]] = {}
 
     def add(self, parameter: Parameter[T]) -> Parameter[T]:
         """

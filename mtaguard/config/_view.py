@@ -12,7 +12,7 @@ two by setting L{ParameterView.stress}, without reloading anything.
 
 from __future__ import annotations
 
-from typing import Mapping, TypeVar
+from typing import AbstractSet, Mapping, TypeVar
 
 from ._expand import ExpansionError, Expander
 from ._registry import InvalidValue, Parameter, Registry, registry as _registry
@@ -51,6 +51,11 @@ class ParameterView:
     """
     The parameter values one service sees.
 
+    A service's view may be layered on the main.cf view (its C{parent}):
+    names that the service's overrides cannot affect are answered from the
+    parent's cache, so a hundred services do not expand and check the same
+    values a hundred times.
+
     @ivar stress: whether C{$stress} expands to C{yes}.  Changing it takes
         effect at the next lookup.
     """
@@ -61,6 +66,8 @@ class ParameterView:
         *,
         origins: Mapping[str, Origin] | None = None,
         registry: Registry = _registry,
+        parent: "ParameterView | None" = None,
+        affected: AbstractSet[str] = frozenset(),
     ) -> None:
         """
         @param values: explicit settings (main.cf, then service overrides
@@ -68,10 +75,15 @@ class ParameterView:
         @param origins: the file and line of each explicit setting, for error
             messages.
         @param registry: where defaults come from.
+        @param parent: a view whose values equal these for every name not in
+            C{affected}.
+        @param affected: the names whose values may differ from C{parent}'s.
         """
         self._values = dict(values)
         self._origins = dict(origins or {})
         self._registry = registry
+        self._parent = parent
+        self._affected = affected
         self.stress = False
         self._expanded: tuple[dict[str, str], dict[str, str]] = ({}, {})
         self._typed: tuple[dict[Parameter[object], object], dict[Parameter[object], object]] = (
@@ -79,23 +91,26 @@ class ParameterView:
             {},
         )
 
-    def raw(self, name: str) -> str | None:
-        """
-        The unexpanded value of C{name}: the explicit setting, else the
-        registry default, else L{None}.
-        """
+    def _rawAt(self, name: str, stress: bool) -> str | None:
         if name == "stress":
-            return "yes" if self.stress else ""
+            return "yes" if stress else ""
         value = self._values.get(name)
         if value is not None:
             return value
         dynamic = self._registry.dynamicDefaults.get(name)
         if dynamic is not None:
-            return dynamic(self.expand)
+            return dynamic(lambda other: self._expandAt(other, stress))
         parameter = self._registry.get(name)
         if parameter is None:
             return None
         return parameter.defaultText()
+
+    def raw(self, name: str) -> str | None:
+        """
+        The unexpanded value of C{name}: the explicit setting, else the
+        registry default, else L{None}.
+        """
+        return self._rawAt(name, self.stress)
 
     def origin(self, name: str) -> Origin | None:
         """
@@ -109,21 +124,42 @@ class ParameterView:
         """
         return name in self._values
 
+    def _expandAt(self, name: str, stress: bool) -> str:
+        if self._parent is not None and name not in self._affected:
+            return self._parent._expandAt(name, stress)
+        cache = self._expanded[stress]
+        value = cache.get(name)
+        if value is not None:
+            return value
+        if name in self._registry.rawNames:
+            return self._rawAt(name, stress) or ""
+        try:
+            return Expander(lambda other: self._rawAt(other, stress), cache).name(name)
+        except ExpansionError as error:
+            raise ParameterError(name, self.origin(name), str(error)) from None
+
     def expand(self, name: str) -> str:
         """
         The value of C{name} with every C{$} expression expanded.
 
         @raise ParameterError: if the value holds a malformed expression.
         """
-        cache = self._expanded[self.stress]
-        value = cache.get(name)
-        if value is None and name in self._registry.rawNames:
-            value = self.raw(name) or ""
-        if value is None:
-            try:
-                value = Expander(self.raw, cache).name(name)
-            except ExpansionError as error:
-                raise ParameterError(name, self.origin(name), str(error)) from None
+        return self._expandAt(name, self.stress)
+
+    def _typedAt(self, parameter: Parameter[T], stress: bool) -> T:
+        if self._parent is not None and parameter.name not in self._affected:
+            return self._parent._typedAt(parameter, stress)
+        cache = self._typed[stress]
+        try:
+            return cache[parameter]  # type: ignore[index,return-value]
+        except KeyError:
+            pass
+        text = self._expandAt(parameter.name, stress)
+        try:
+            value = parameter.convert(text)
+        except InvalidValue as error:
+            raise ParameterError(parameter.name, self.origin(parameter.name), str(error)) from None
+        cache[parameter] = value  # type: ignore[index]
         return value
 
     def __getitem__(self, parameter: Parameter[T]) -> T:
@@ -132,33 +168,19 @@ class ParameterView:
 
         @raise ParameterError: if the value does not convert.
         """
-        cache = self._typed[self.stress]
-        try:
-            return cache[parameter]  # type: ignore[index,return-value]
-        except KeyError:
-            pass
-        text = self.expand(parameter.name)
-        try:
-            value = parameter.convert(text)
-        except InvalidValue as error:
-            raise ParameterError(parameter.name, self.origin(parameter.name), str(error)) from None
-        cache[parameter] = value  # type: ignore[index]
-        return value
+        return self._typedAt(parameter, self.stress)
 
     def check(self) -> None:
         """
         Look up every parameter mtaguard uses, in normal and in stress mode,
         so that a bad value is reported now rather than when a client
-        connects.
+        connects.  A layered view checks only what its overrides affect.
 
         @raise ParameterError: for the first value that does not convert.
         """
-        saved = self.stress
-        try:
-            for stress in (False, True):
-                self.stress = stress
-                for parameter in self._registry:
-                    if parameter.used:
-                        self[parameter]
-        finally:
-            self.stress = saved
+        for stress in (False, True):
+            for parameter in self._registry:
+                if parameter.used and (
+                    self._parent is None or parameter.name in self._affected
+                ):
+                    self._typedAt(parameter, stress)

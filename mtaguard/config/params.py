@@ -2018,3 +2018,4 @@ registry.rawNames.update(RAW_PARAMETERS)
 registry.dynamicDefaults["mynetworks"] = lambda expand: _hostdefaults.mynetworksForStyle(
     expand("mynetworks_style")
 )
+registry.dynamicDependencies["mynetworks"] = ("mynetworks_style",)
