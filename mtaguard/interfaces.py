@@ -1,0 +1,69 @@
+"""
+Every seam of mtaguard, as zope interfaces: what a component needs from its
+collaborators, so that each can be replaced (by a plugin, an embedding
+application or a test fake) and checked with C{verifyObject}.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IQueuedMessage(Interface):
+    """
+    One message being received into the durable queue.
+
+    It is an C{IConsumer}: the SMTP server registers its transport as a
+    streaming producer, and the message pauses it while writes to disk are
+    behind, so that no buffer grows without a bound.
+    """
+
+    queueID = Attribute("The queue ID (C{str}), assigned when the message is created.")
+
+    def registerProducer(producer: object, streaming: bool) -> None:
+        """
+        Register the producer of the content (the client's transport); it is
+        paused while more than a bounded amount of content awaits writing.
+        """
+
+    def unregisterProducer() -> None:
+        """
+        Forget the producer registered with L{registerProducer}.
+        """
+
+    def write(data: bytes) -> None:
+        """
+        Append message content: CRLF line endings, dot-unstuffed, as
+        received.  Never blocks; the write happens off the reactor thread.
+        """
+
+    def commit() -> object:
+        """
+        Finish the message: write what is pending, fsync the file and its
+        directory (grouped with other messages committing at the same time).
+
+        @return: a C{Deferred} that fires with the queue ID once the message
+            is on stable storage, or fails (for example with C{OSError} for a
+            full disk) in which case nothing was queued.
+        """
+
+    def abort() -> None:
+        """
+        Discard the message (client gone, size limit, rejected content);
+        the partial file is removed.  Idempotent.
+        """
+
+
+class IQueue(Interface):
+    """
+    The durable mail queue.
+    """
+
+    def newMessage(envelope: object) -> IQueuedMessage:
+        """
+        Start receiving a message for C{envelope} (a
+        L{mtaguard.queue.Envelope}).
+
+        @raise OSError: if the queue file cannot be created; the server
+            answers C{452 4.3.1 Insufficient system storage}.
+        """
