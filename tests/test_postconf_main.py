@@ -146,14 +146,14 @@ def _messages(stderr: str, program: str) -> set[str]:
     return found
 
 
-class GoldenMixin:
+class GoldenMixin(SynchronousTestCase):
     """
     Run the same command with the real postconf and with ours, each on its
     own copy of the same configuration, and compare everything.
     """
 
     def golden(
-        self: SynchronousTestCase,
+        self,
         args: Sequence[str],
         mainCf: Optional[str] = "",
         master: bool = True,
@@ -200,7 +200,7 @@ class GoldenMixin:
         return real, ours
 
 
-class GoldenQueryTests(GoldenMixin, SynchronousTestCase):
+class GoldenQueryTests(GoldenMixin):
     """
     Queries answer exactly as Postfix's postconf does.
     """
@@ -392,7 +392,7 @@ class GoldenQueryTests(GoldenMixin, SynchronousTestCase):
         self.golden([], text)
 
 
-class GoldenEditTests(GoldenMixin, SynchronousTestCase):
+class GoldenEditTests(GoldenMixin):
     """
     Edits leave main.cf exactly as Postfix's postconf leaves it.
     """

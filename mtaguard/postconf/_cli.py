@@ -12,7 +12,7 @@ import enum
 import inspect
 import os
 import sys
-from typing import Mapping, Optional, Sequence, TextIO
+from typing import Any, Mapping, Optional, Sequence, TextIO
 
 import attr
 
@@ -270,7 +270,7 @@ def _runMaster(
 
     mode = invocation.mode
     letter = "M" if mode & Mode.M else "F" if mode & Mode.F else "P"
-    keywords: dict[str, object] = dict(
+    keywords: dict[str, Any] = dict(
         fold=bool(mode & Mode.f),
         valuesOnly=bool(mode & Mode.h),
         namesOnly=bool(mode & Mode.H),

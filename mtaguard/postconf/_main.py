@@ -380,17 +380,17 @@ def runQuery(
         if names and name not in known:
             messages.warn(f"{name}: unknown parameter")
             continue
-        value = valueOf(name)
-        if value is None:
+        shown = valueOf(name)
+        if shown is None:
             continue
         if options.json:
-            answers.append((name, formatLine(value).rstrip("\n")))
+            answers.append((name, formatLine(shown).rstrip("\n")))
         elif options.namesOnly:
             out.write(formatLine(name, options.fold))
         elif options.valuesOnly:
-            out.write(formatLine(value, options.fold))
+            out.write(formatLine(shown, options.fold))
         else:
-            out.write(formatLine(f"{name} = {value}", options.fold))
+            out.write(formatLine(f"{name} = {shown}", options.fold))
     if options.json:
         out.write(_json.dumps(dict(answers), ensure_ascii=False) + "\n")
     out.flush()
