@@ -6,7 +6,12 @@ application or a test fake) and checked with C{verifyObject}.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 
 class IQueuedMessage(Interface):
@@ -66,4 +71,20 @@ class IQueue(Interface):
 
         @raise OSError: if the queue file cannot be created; the server
             answers C{452 4.3.1 Insufficient system storage}.
+        """
+
+
+class IQueueWorker(Interface):
+    """
+    Runs the blocking file-system work of the queue and of delivery agents
+    away from the reactor thread (a thread pool in production; a synchronous
+    or manually stepped worker in tests).
+    """
+
+    def run(job: Callable[[], Any]) -> Deferred[Any]:
+        """
+        Run C{job}, a callable without arguments.
+
+        @return: a C{Deferred} that fires in the reactor thread with the
+            result of C{job}, or fails with its exception.
         """

@@ -1,0 +1,48 @@
+"""
+The durable mail queue and the local delivery agent.
+
+A message is acknowledged only once its queue file is written, fsync'ed and
+moved into C{active/} (L{QueueStore}, group-committed); then
+L{LocalDeliveryManager} delivers its local recipients with L{MaildirAgent}.
+The queue file format is documented in C{docs/queue-format.md}.
+"""
+
+from ._envelope import Envelope
+from ._format import (
+    QueueFile,
+    QueueFileHeader,
+    QueueFormatError,
+    QueuedRecipient,
+    RecipientStatus,
+    encodeQueueFile,
+    parseQueueFile,
+)
+from ._ids import QueueIDGenerator
+from ._store import (
+    MAX_PENDING_BYTES,
+    FileSystem,
+    ManualWorker,
+    QueuedMessage,
+    QueueStore,
+    SynchronousWorker,
+    ThreadPoolWorker,
+)
+
+__all__ = [
+    "Envelope",
+    "FileSystem",
+    "MAX_PENDING_BYTES",
+    "ManualWorker",
+    "QueueFile",
+    "QueueFileHeader",
+    "QueueFormatError",
+    "QueueIDGenerator",
+    "QueueStore",
+    "QueuedMessage",
+    "QueuedRecipient",
+    "RecipientStatus",
+    "SynchronousWorker",
+    "ThreadPoolWorker",
+    "encodeQueueFile",
+    "parseQueueFile",
+]

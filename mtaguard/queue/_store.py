@@ -1,0 +1,646 @@
+# -*- test-case-name: tests.test_queue_store -*-
+"""
+The durable queue: messages are streamed into C{incoming/} by a worker
+thread, and on commit fsync'ed and moved into C{active/} in group-committed
+batches before the SMTP server may answer 250.
+
+Every blocking file-system call runs in the worker, except the creation of
+the queue file in L{QueueStore.newMessage}, which the L{IQueue} contract
+makes synchronous so that the server can answer 452 at once.
+
+The store runs at most one batch at a time.  Whatever the server asks for
+while a batch runs (more content, commits, aborts) waits for the next one,
+which therefore carries every commit that arrived meanwhile: one pass
+writes, fsyncs each file, moves them all, then fsyncs C{incoming/} and
+C{active/} once.  The slower the disk, the larger the batches, so the number
+of directory fsyncs per message falls as the load rises.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import deque
+from typing import Any, Callable, Iterable, TypeVar
+
+from attrs import define, field
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IPushProducer, IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from ..interfaces import IQueue, IQueuedMessage, IQueueWorker
+from ._envelope import Envelope
+from ._format import SIZE_WIDTH, encodeHeader, encodeSize
+from ._ids import QueueIDGenerator, isQueueID
+
+T = TypeVar("T")
+
+#: Content waiting for the worker beyond which the producer (the client's
+#: transport) is paused: large enough that a message streams in a few
+#: batches without pausing, small enough that thousands of sessions cannot
+#: exhaust memory (1,000 sessions x 256 KiB = 256 MiB at worst).
+MAX_PENDING_BYTES = 256 * 1024
+
+INCOMING = "incoming"
+ACTIVE = "active"
+
+_log = Logger()
+
+
+@implementer(IQueueWorker)
+class SynchronousWorker:
+    """
+    Run jobs at once, in the calling thread: for tests, and for tools that
+    have no reactor running.
+    """
+
+    def run(self, job: Callable[[], T]) -> Deferred[T]:
+        """
+        Run C{job} now.
+
+        @return: a fired L{Deferred}.
+        """
+        try:
+            return succeed(job())
+        except BaseException:
+            return fail()
+
+
+@implementer(IQueueWorker)
+class ManualWorker:
+    """
+    Hold jobs until the test runs them, so that a test can look at the
+    state between batches, group several commits into one batch, or
+    abandon jobs to simulate a crash.
+
+    @ivar pending: the jobs not yet run, oldest first.
+    """
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[Callable[[], Any], Deferred[Any]]] = deque()
+
+    def run(self, job: Callable[[], T]) -> Deferred[T]:
+        """
+        Hold C{job} until L{runNext} or L{runAll}.
+        """
+        deferred: Deferred[T] = Deferred()
+        self.pending.append((job, deferred))
+        return deferred
+
+    def runNext(self) -> None:
+        """
+        Run the oldest held job and fire its L{Deferred}.
+
+        @raise IndexError: if no job is held.
+        """
+        job, deferred = self.pending.popleft()
+        try:
+            result = job()
+        except BaseException:
+            deferred.errback()
+        else:
+            deferred.callback(result)
+
+    def runAll(self) -> None:
+        """
+        Run held jobs, including the ones they cause, until none is left.
+        """
+        while self.pending:
+            self.runNext()
+
+
+@implementer(IQueueWorker)
+class ThreadPoolWorker:
+    """
+    Run jobs in a L{ThreadPool}; their L{Deferred}s fire in the reactor
+    thread.
+    """
+
+    def __init__(self, reactor: IReactorThreads, pool: ThreadPool) -> None:
+        self._reactor = reactor
+        self._pool = pool
+
+    def run(self, job: Callable[[], T]) -> Deferred[T]:
+        """
+        Run C{job} in a pool thread.
+        """
+        return deferToThreadPool(self._reactor, self._pool, job)
+
+
+@define
+class FileSystem:
+    """
+    The file-system calls of the store, so that tests can count fsyncs or
+    make them fail (C{ENOSPC}, C{EIO}) without a full disk.
+    """
+
+    open: Callable[[str, int, int], int] = os.open
+    write: Callable[[int, bytes], int] = os.write
+    pwrite: Callable[[int, bytes, int], int] = os.pwrite
+    fsync: Callable[[int], None] = os.fsync
+    link: Callable[[str, str], None] = os.link
+    unlink: Callable[[str], None] = os.unlink
+    close: Callable[[int], None] = os.close
+
+
+# --- the worker side: plain functions over plain data -----------------------
+
+
+@define
+class _Job:
+    """
+    What one batch does for one message, taken from the message in the
+    reactor thread and handed to the worker.
+    """
+
+    descriptor: int
+    queueID: str
+    chunks: list[bytes]
+    contentBytes: int = 0
+    commit: bool = False
+    abort: bool = False
+    sizeOffset: int = 0
+    contentSize: int = 0
+    # Filled in by the worker:
+    error: OSError | None = None
+    closed: bool = False
+
+
+def _writeAll(fileSystem: FileSystem, descriptor: int, data: bytes) -> None:
+    # A regular file takes a whole write unless the disk fills up, in which
+    # case the next write raises ENOSPC; loop for the short write between.
+    while data:
+        written = fileSystem.write(descriptor, data)
+        data = data[written:]
+
+
+def _discard(fileSystem: FileSystem, job: _Job, path: str) -> None:
+    # Best effort: the file is worthless now, and a failure to remove it
+    # is cleaned up at the next start (incoming/ is emptied then).
+    if not job.closed:
+        job.closed = True
+        try:
+            fileSystem.close(job.descriptor)
+        except OSError:
+            pass
+    try:
+        fileSystem.unlink(path)
+    except OSError:
+        pass
+
+
+def _runBatch(fileSystem: FileSystem, directory: str, directoryDescriptors: tuple[int, int], jobs: list[_Job]) -> list[_Job]:
+    """
+    Do one batch in the worker: append content, then for the committing
+    messages write the size, fsync each file, link each into C{active/},
+    fsync both directories once, and drop the C{incoming/} names.
+
+    Errors are recorded in each job, never raised: one message's failure
+    must not fail another's commit.
+    """
+    incoming = os.path.join(directory, INCOMING)
+    active = os.path.join(directory, ACTIVE)
+    committing: list[_Job] = []
+    for job in jobs:
+        path = os.path.join(incoming, job.queueID)
+        if job.abort:
+            _discard(fileSystem, job, path)
+            continue
+        try:
+            for chunk in job.chunks:
+                _writeAll(fileSystem, job.descriptor, chunk)
+            if job.commit:
+                fileSystem.pwrite(job.descriptor, encodeSize(job.contentSize), job.sizeOffset)
+                committing.append(job)
+        except OSError as e:
+            job.error = e
+            _discard(fileSystem, job, path)
+
+    synced: list[_Job] = []
+    for job in committing:
+        try:
+            fileSystem.fsync(job.descriptor)
+        except OSError as e:
+            # After a failed fsync the page cache no longer tells what is
+            # on disk: the message is failed, never retried.
+            job.error = e
+            _discard(fileSystem, job, os.path.join(incoming, job.queueID))
+        else:
+            synced.append(job)
+
+    linked: list[_Job] = []
+    for job in synced:
+        # link, not rename: it refuses to replace an existing file, so a
+        # queue ID reused by another process can never overwrite a message
+        # that was already acknowledged.
+        try:
+            fileSystem.link(os.path.join(incoming, job.queueID), os.path.join(active, job.queueID))
+        except OSError as e:
+            job.error = e
+            _discard(fileSystem, job, os.path.join(incoming, job.queueID))
+        else:
+            linked.append(job)
+
+    if linked:
+        try:
+            fileSystem.fsync(directoryDescriptors[1])
+        except OSError as e:
+            # The names in active/ may not survive a crash: fail these
+            # commits (the client retries) and take the names back, so that
+            # an unacknowledged message is not delivered later.
+            for job in linked:
+                job.error = e
+                _discard(fileSystem, job, os.path.join(active, job.queueID))
+                _discard(fileSystem, job, os.path.join(incoming, job.queueID))
+            linked = []
+        for job in linked:
+            try:
+                fileSystem.unlink(os.path.join(incoming, job.queueID))
+            except OSError:
+                # Harmless: the message is safe in active/, and start-up
+                # removes whatever is left in incoming/.
+                pass
+        if linked:
+            try:
+                fileSystem.fsync(directoryDescriptors[0])
+            except OSError:
+                # Same: a name that reappears in incoming/ after a crash is
+                # removed at start-up; the message is durable in active/.
+                pass
+        for job in linked:
+            if not job.closed:
+                job.closed = True
+                try:
+                    fileSystem.close(job.descriptor)
+                except OSError:
+                    pass
+    return jobs
+
+
+# --- the reactor side --------------------------------------------------------
+
+
+@implementer(IQueuedMessage)
+class QueuedMessage:
+    """
+    A message being received into a L{QueueStore}; see L{IQueuedMessage}.
+
+    @ivar queueID: the queue ID.
+    """
+
+    def __init__(self, store: QueueStore, queueID: str, descriptor: int, header: bytes, sizeOffset: int) -> None:
+        self.queueID = queueID
+        self._store = store
+        self._descriptor = descriptor
+        self._sizeOffset = sizeOffset
+        self._header: bytes | None = header
+        self._chunks: list[bytes] = []
+        self._pendingBytes = 0
+        self._contentSize = 0
+        self._producer: IPushProducer | None = None
+        self._streaming = True
+        self._paused = False
+        self._committing: Deferred[str] | None = None
+        self._aborted = False
+        self._error: OSError | None = None
+        self._finished = False
+
+    # IConsumer
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        """
+        See L{IQueuedMessage.registerProducer}.
+        """
+        if self._producer is not None:
+            raise RuntimeError("a producer is already registered")
+        self._producer = producer  # type: ignore[assignment]
+        self._streaming = streaming
+        self._paused = False
+        if self._pendingBytes > MAX_PENDING_BYTES:
+            self._pause()
+
+    def unregisterProducer(self) -> None:
+        """
+        See L{IQueuedMessage.unregisterProducer}.
+        """
+        self._producer = None
+        self._paused = False
+
+    def write(self, data: bytes) -> None:
+        """
+        See L{IQueuedMessage.write}.
+        """
+        if self._committing is not None or self._aborted:
+            raise RuntimeError(f"{self.queueID}: write after commit or abort")
+        if not data:
+            return
+        self._contentSize += len(data)
+        if self._error is not None:
+            # The file is already gone; commit reports the error.
+            return
+        self._chunks.append(bytes(data))
+        self._pendingBytes += len(data)
+        if self._pendingBytes > MAX_PENDING_BYTES:
+            self._pause()
+        self._store._workAdded(self)
+
+    def commit(self) -> Deferred[str]:
+        """
+        See L{IQueuedMessage.commit}.
+        """
+        if self._committing is not None or self._aborted:
+            raise RuntimeError(f"{self.queueID}: commit after commit or abort")
+        self._committing = Deferred()
+        if self._error is not None:
+            self._finished = True
+            self._committing.errback(self._error)
+        else:
+            self._store._workAdded(self)
+        return self._committing
+
+    def abort(self) -> None:
+        """
+        See L{IQueuedMessage.abort}.  After L{commit} this does nothing: the
+        message may already be acknowledged.
+        """
+        if self._aborted or self._committing is not None:
+            return
+        self._aborted = True
+        self._chunks = []
+        if self._error is None:
+            self._store._workAdded(self)
+
+    # With the store
+
+    def _pause(self) -> None:
+        if self._producer is not None and self._streaming and not self._paused:
+            self._paused = True
+            self._producer.pauseProducing()
+
+    def _takeJob(self) -> _Job | None:
+        """
+        Hand everything pending to a job, or return C{None} if there is
+        nothing to do.
+        """
+        if self._finished or self._error is not None:
+            return None
+        if self._aborted:
+            self._finished = True
+            return _Job(self._descriptor, self.queueID, [], abort=True)
+        commit = self._committing is not None
+        if not self._chunks and not commit:
+            return None
+        contentBytes = sum(len(chunk) for chunk in self._chunks)
+        chunks = self._chunks
+        if self._header is not None:
+            chunks.insert(0, self._header)
+            self._header = None
+        job = _Job(self._descriptor, self.queueID, chunks, contentBytes, commit=commit)
+        self._chunks = []
+        if commit:
+            self._finished = True
+            job.sizeOffset = self._sizeOffset
+            job.contentSize = self._contentSize
+        return job
+
+    def _jobDone(self, job: _Job) -> Callable[[], None] | None:
+        """
+        Account for a finished job.
+
+        @return: what must happen next in user code (firing the commit
+            L{Deferred}, resuming the producer), to be called once the
+            store's own state is consistent.
+        """
+        self._pendingBytes -= job.contentBytes
+        if job.error is not None and self._error is None:
+            self._error = job.error
+            self._chunks = []
+            self._pendingBytes = 0
+        actions: list[Callable[[], None]] = []
+        if self._paused and self._pendingBytes <= MAX_PENDING_BYTES:
+            self._paused = False
+            producer = self._producer
+            if producer is not None:
+                actions.append(producer.resumeProducing)
+        elif self._producer is not None and not self._streaming and self._committing is None:
+            actions.append(self._producer.resumeProducing)
+        if job.commit or (job.error is not None and self._committing is not None):
+            committing = self._committing
+            assert committing is not None
+            self._finished = True
+            if job.error is None:
+                actions.append(lambda: committing.callback(self.queueID))
+            else:
+                error = job.error
+                actions.append(lambda: committing.errback(error))
+        if not actions:
+            return None
+
+        def act() -> None:
+            for action in actions:
+                action()
+
+        return act
+
+
+@implementer(IQueue)
+class QueueStore(Service):
+    """
+    The durable queue in C{queue_directory}; see L{IQueue} and the module
+    docstring.
+
+    Layout: C{incoming/<queue ID>} while a message is received,
+    C{active/<queue ID>} once it is committed, until every recipient is
+    done.  The file format is in C{docs/queue-format.md}.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        reactor: Any,
+        worker: IQueueWorker | None = None,
+        fileSystem: FileSystem | None = None,
+        threads: int = 4,
+    ) -> None:
+        """
+        @param directory: the queue directory (C{queue_directory}).
+        @param reactor: provides L{IReactorTime} (queue IDs) and, without a
+            C{worker}, L{IReactorThreads}.
+        @param worker: runs the blocking file-system work; by default a
+            thread pool started and stopped with this service.
+        @param fileSystem: the file-system calls, replaced in tests.
+        @param threads: the size of the default thread pool: one thread
+            runs the batches, the others serve delivery agents sharing
+            this worker.
+        """
+        self.directory = directory
+        self._reactor = reactor
+        self._ids = QueueIDGenerator(reactor)
+        self._fileSystem = fileSystem if fileSystem is not None else FileSystem()
+        self._pool: ThreadPool | None = None
+        if worker is None:
+            self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="mtaguard-queue")
+            worker = ThreadPoolWorker(reactor, self._pool)
+        self.worker: IQueueWorker = worker
+        self._directoryDescriptors: tuple[int, int] | None = None
+        self._dirty: dict[QueuedMessage, None] = {}
+        self._running = False
+        self._idle: list[Deferred[None]] = []
+        self.batches = 0
+
+    @property
+    def incomingDirectory(self) -> str:
+        """
+        Where messages are while they are received.
+        """
+        return os.path.join(self.directory, INCOMING)
+
+    @property
+    def activeDirectory(self) -> str:
+        """
+        Where committed messages wait for delivery.
+        """
+        return os.path.join(self.directory, ACTIVE)
+
+    def start(self) -> None:
+        """
+        Create the queue directories, remove what a crash left in
+        C{incoming/} (never acknowledged), open the directories for fsync
+        and start the thread pool.  Runs before the server listens, so it
+        may block.
+        """
+        for path in (self.incomingDirectory, self.activeDirectory):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        for name in os.listdir(self.incomingDirectory):
+            if isQueueID(name):
+                _log.info("{queueID}: removing unfinished queue file after restart", queueID=name)
+                os.unlink(os.path.join(self.incomingDirectory, name))
+        self._directoryDescriptors = (
+            os.open(self.incomingDirectory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC),
+            os.open(self.activeDirectory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC),
+        )
+        if self._pool is not None:
+            self._pool.start()
+
+    def stop(self) -> Deferred[None]:
+        """
+        Wait for the batch in progress, then close the directories and stop
+        the thread pool.  Messages not yet committed stay in C{incoming/},
+        and are removed at the next start.
+        """
+        waiting = self._whenIdle()
+
+        def finish(result: None) -> None:
+            if self._directoryDescriptors is not None:
+                for descriptor in self._directoryDescriptors:
+                    os.close(descriptor)
+                self._directoryDescriptors = None
+            if self._pool is not None:
+                self._pool.stop()
+
+        return waiting.addCallback(finish)
+
+    def startService(self) -> None:
+        """
+        Start the store with the application; see L{start}.
+        """
+        self.start()
+        Service.startService(self)  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the store with the application; see L{stop}.
+        """
+        Service.stopService(self)  # type: ignore[no-untyped-call]
+        return self.stop()
+
+    def _whenIdle(self) -> Deferred[None]:
+        if not self._running:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._idle.append(waiting)
+        return waiting
+
+    # IQueue
+
+    def newMessage(self, envelope: object) -> QueuedMessage:
+        """
+        See L{IQueue.newMessage}.
+        """
+        if not isinstance(envelope, Envelope):
+            raise TypeError(f"not an Envelope: {envelope!r}")
+        if self._directoryDescriptors is None:
+            raise OSError(errno.ESHUTDOWN, "the queue is not running")
+        while True:
+            queueID = self._ids.next()
+            try:
+                # Synchronous because the contract asks for an immediate
+                # OSError; creating an empty file is a metadata operation
+                # that does not wait for the disk.
+                descriptor = self._fileSystem.open(
+                    os.path.join(self.incomingDirectory, queueID),
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                    0o600,
+                )
+            except FileExistsError:
+                continue
+            break
+        header = encodeHeader(queueID, envelope)
+        return QueuedMessage(self, queueID, descriptor, header.data, header.sizeOffset)
+
+    # Batches
+
+    def _workAdded(self, message: QueuedMessage) -> None:
+        self._dirty[message] = None
+        self._startBatch()
+
+    def _startBatch(self) -> None:
+        if self._running or not self._dirty:
+            return
+        directoryDescriptors = self._directoryDescriptors
+        if directoryDescriptors is None:
+            return
+        messages = list(self._dirty)
+        self._dirty.clear()
+        taken: list[tuple[QueuedMessage, _Job]] = []
+        for message in messages:
+            job = message._takeJob()
+            if job is not None:
+                taken.append((message, job))
+        if not taken:
+            return
+        self._running = True
+        self.batches += 1
+        jobs = [job for message, job in taken]
+        fileSystem = self._fileSystem
+        directory = self.directory
+        running: Deferred[list[_Job]] = self.worker.run(lambda: _runBatch(fileSystem, directory, directoryDescriptors, jobs))
+        running.addBoth(self._batchDone, taken)
+
+    def _batchDone(self, result: object, taken: list[tuple[QueuedMessage, _Job]]) -> None:
+        self._running = False
+        if isinstance(result, Failure):
+            # _runBatch records OSErrors per job; anything else is a bug,
+            # and failing every commit of the batch is the safe answer.
+            _log.failure("queue batch failed", result)
+            error = OSError(errno.EIO, f"queue batch failed: {result.getErrorMessage()}")
+            for message, job in taken:
+                job.error = error
+        actions = []
+        for message, job in taken:
+            action = message._jobDone(job)
+            if action is not None:
+                actions.append(action)
+        for action in actions:
+            action()
+        self._startBatch()
+        if not self._running:
+            idle, self._idle = self._idle, []
+            for waiting in idle:
+                waiting.callback(None)
