@@ -95,7 +95,8 @@ class Deadline:
             return self._budget
         if self._pauses:
             return self._budget
-        return max(0.0, self._expiresAt - self._clock.seconds())
+        # Clamped to the timeout because (now + timeout) - now may round up.
+        return min(self._timeout, max(0.0, self._expiresAt - self._clock.seconds()))
 
     def startRequest(self, timeout: float, *, perRequest: bool, minDataRate: int = 0) -> None:
         """
