@@ -230,3 +230,135 @@ class DeadlineTrickleTests(SynchronousTestCase):
             deadline.resume()
         self.assertEqual(expiries, [])
         self.assertAlmostEqual(deadline.remaining, 4.0, places=9)
+
+
+class ServerTrickleTests(SynchronousTestCase):
+    """
+    The SMTP server applies the deadline to whole commands and to DATA, as
+    Postfix does with smtpd_per_request_deadline.
+    """
+
+    def test_commandTrickleDeadlineOn(self) -> None:
+        """
+        A command sent one byte a second, with smtpd_timeout 4s and the
+        deadline on, gets Postfix's 421 after 4 seconds and the session is
+        closed, with "timeout after CONNECT" logged.
+        """
+        from twisted.logger import capturedLogs
+
+        from .smtpdharness import Harness
+
+        h = Harness(smtpd_timeout="4s", smtpd_per_request_deadline="yes")
+        h.take()
+        with capturedLogs() as events:
+            for byte in b"EHLO c.example\r\n":
+                h.clock.advance(1)
+                if h.closed:
+                    break
+                h.send(bytes([byte]))
+        self.assertEqual(h.take(), b"421 4.4.2 mx.example.org Error: timeout exceeded\r\n")
+        self.assertTrue(h.closed)
+        self.assertEqual(h.clock.seconds(), 4)
+        rendered = [e["log_format"].format(**e) for e in events]
+        self.assertIn("timeout after CONNECT from unknown[203.0.113.9]", rendered)
+
+    def test_commandTrickleDeadlineOff(self) -> None:
+        """
+        With the deadline off (Postfix's normal default) each read restarts
+        the timer, so the same trickle gets its EHLO answered.
+        """
+        from .smtpdharness import Harness
+
+        h = Harness(smtpd_timeout="4s", smtpd_per_request_deadline="no")
+        h.take()
+        for byte in b"EHLO c.example\r\n":
+            h.clock.advance(1)
+            h.send(bytes([byte]))
+        self.assertTrue(h.take().startswith(b"250-mx.example.org"))
+        self.assertFalse(h.closed)
+
+    def test_stressTurnsDeadlineOn(self) -> None:
+        """
+        Under stress the defaults switch to a 10 s per-request deadline.
+        """
+        from .smtpdharness import Harness
+
+        h = Harness()
+        h.view.stress = True
+        h.take()
+        h.send(b"NOOP\r\n")
+        h.take()
+        for _ in range(20):
+            h.clock.advance(1)
+            if h.closed:
+                break
+            h.send(b"N")
+        self.assertTrue(h.closed)
+        self.assertEqual(h.clock.seconds(), 10)
+
+    def test_dataTrickle(self) -> None:
+        """
+        DATA at one byte per 0.5 s with smtpd_min_data_rate 500 is cut off
+        after about the timeout; the log counts the content bytes received.
+        """
+        from twisted.logger import capturedLogs
+
+        from .smtpdharness import Harness
+
+        h = Harness(smtpd_timeout="4s", smtpd_per_request_deadline="yes")
+        h.ehlo()
+        h.transaction()
+        h.send(b"DATA\r\n")
+        h.take()
+        with capturedLogs() as events:
+            for byte in b"Subject: x\r\n" * 10:
+                h.clock.advance(0.5)
+                if h.closed:
+                    break
+                h.send(bytes([byte]))
+        self.assertTrue(h.closed)
+        self.assertLess(h.clock.seconds(), 5)
+        self.assertEqual(h.take(), b"421 4.4.2 mx.example.org Error: timeout exceeded\r\n")
+        rendered = [e["log_format"].format(**e) for e in events]
+        self.assertTrue(
+            any(line.startswith("timeout after DATA (") for line in rendered), rendered
+        )
+        self.assertEqual(h.queue.committed, [])
+        self.assertTrue(h.queue.messages[0].aborted)
+
+    def test_dataAtRateSurvives(self) -> None:
+        """
+        A client sending DATA faster than the minimum rate is never cut off,
+        however long the message.
+        """
+        from .smtpdharness import Harness
+
+        h = Harness(smtpd_timeout="4s", smtpd_per_request_deadline="yes",
+                    message_size_limit="0")
+        h.ehlo()
+        h.transaction()
+        h.send(b"DATA\r\n")
+        h.take()
+        for _ in range(100):
+            h.clock.advance(1)
+            h.send(b"x" * 998 + b"\r\n")
+        h.send(b".\r\n")
+        self.assertEqual(h.take(), b"250 2.0.0 Ok: queued as MEM000001\r\n")
+
+    def test_serverWorkNotCharged(self) -> None:
+        """
+        Time the server spends committing the message is not charged to the
+        client.
+        """
+        from .smtpdharness import Harness
+
+        h = Harness(smtpd_timeout="4s", smtpd_per_request_deadline="yes")
+        h.ehlo()
+        h.transaction()
+        h.queue.holdCommits = True
+        h.send(b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
+        h.take()
+        h.clock.advance(60)
+        self.assertFalse(h.closed)
+        h.queue.releaseCommits()
+        self.assertEqual(h.take(), b"250 2.0.0 Ok: queued as MEM000001\r\n")
