@@ -52,3 +52,79 @@ class ForbiddenCommandTests(SynchronousTestCase):
         self.assertRaises(
             UnsupportedTable, ForbiddenCommands.fromList, ["hash:/etc/postfix/forbidden"]
         )
+
+
+class ServerAlpacaTests(SynchronousTestCase):
+    """
+    The SMTP server drops a non-SMTP peer at once, whenever the line comes.
+    """
+
+    def assertDropped(self, data: bytes, expectedLog: str) -> None:
+        from twisted.logger import capturedLogs
+
+        from .smtpdharness import Harness
+
+        h = Harness()
+        h.take()
+        with capturedLogs() as events:
+            h.send(data)
+        self.assertTrue(
+            h.take().endswith(b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n")
+        )
+        self.assertTrue(h.closed)
+        rendered = [e["log_format"].format(**e) for e in events]
+        self.assertIn(expectedLog, rendered)
+
+    def test_httpRequest(self) -> None:
+        """
+        An HTTP request line ends the session with Postfix's 221 and
+        warning.
+        """
+        self.assertDropped(
+            b"GET / HTTP/1.1\r\nHost: mx\r\n\r\n",
+            "warning: non-SMTP command from unknown[203.0.113.9]: GET / HTTP/1.1",
+        )
+
+    def test_headerAfterEhlo(self) -> None:
+        """
+        A header line after EHLO, pipelined in the same segment, is caught;
+        nothing after it is executed.
+        """
+        self.assertDropped(
+            b"EHLO c.example\r\nSubject: hello\r\nNOOP\r\n",
+            "warning: non-SMTP command from unknown[203.0.113.9]: Subject: hello",
+        )
+
+    def test_json(self) -> None:
+        """
+        A line starting with a non-letter is forbidden by the default regexp.
+        """
+        self.assertDropped(
+            b'{"json": 1}\r\n',
+            'warning: non-SMTP command from unknown[203.0.113.9]: {"json": 1}',
+        )
+
+    def test_unknownIsNotForbidden(self) -> None:
+        """
+        An unknown word is only an error; a blank before the colon keeps a
+        header-like line from matching, as in Postfix.
+        """
+        from .smtpdharness import Harness
+
+        h = Harness()
+        h.take()
+        h.send(b"XYZZY foo\r\nSubject : hello\r\n")
+        self.assertEqual(h.lines(), [b"500 5.5.2 Error: command not recognized"] * 2)
+        self.assertFalse(h.closed)
+
+    def test_tlsClientHelloGetsBadUtf8(self) -> None:
+        """
+        With smtputf8_enable (the default) a TLS ClientHello sent in clear
+        gets "bad UTF-8 syntax" first, as in Postfix.
+        """
+        from .smtpdharness import Harness
+
+        h = Harness()
+        h.take()
+        h.send(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n")
+        self.assertEqual(h.take(), b"500 5.5.2 Error: bad UTF-8 syntax\r\n")
