@@ -12,6 +12,7 @@ and prints the main.cf lines that enable opportunistic TLS with it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import sys
@@ -222,7 +223,9 @@ def main(
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     try:
-        arguments = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+        # argparse writes usage errors to sys.stderr itself.
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            arguments = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     except SystemExit as exit:
         return int(exit.code or 0)
     try:
