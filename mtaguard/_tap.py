@@ -68,9 +68,11 @@ def makeService(options: Options) -> IService:
     """
     Build the service tree for C{twistd mtaguard}.
     """
+    from twisted.internet import reactor
+
     configuration = loadFromOptions(options, sys.stderr)
     try:
-        return makeMasterService(configuration)
+        return makeMasterService(configuration, reactor=reactor)
     except ConfigurationError as error:
         sys.stderr.write(f"mtaguard: fatal: {error}\n")
         raise SystemExit(1)

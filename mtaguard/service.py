@@ -12,7 +12,7 @@ only the services that face the network or deliver mail become children.
 from __future__ import annotations
 
 import socket
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.logger import Logger
@@ -50,10 +50,83 @@ INTERNAL_PROGRAMS = frozenset(
 #: The programs mtaguard itself runs as services.
 RUNNABLE_PROGRAMS = frozenset({"postscreen", "smtpd", "smtp"})
 
-#: Builds the service for one master.cf entry of a runnable program.  Later
-#: components register themselves here.
-ProgramBuilder = Callable[[ServiceEntry, ParameterView, "tuple[str, ...]"], IService]
-programBuilders: dict[str, ProgramBuilder] = {}
+class SharedServices:
+    """
+    What the services of one mtaguard process share: the reactor, the
+    durable queue and the local delivery agent, created on first use and
+    started before any listener.
+    """
+
+    def __init__(self, configuration: Configuration, top: MultiService, reactor: Any) -> None:
+        self.configuration = configuration
+        self.reactor = reactor
+        self._top = top
+        self._queue: Any = None
+        self._local: Any = None
+
+    def queue(self) -> Any:
+        """
+        The queue in C{queue_directory}, with local delivery into Maildirs
+        under C{data_directory}.
+        """
+        if self._queue is None:
+            from .queue import QueueStore
+            from .queue._local import LocalDeliveryManager
+            from .queue._maildir import MaildirAgent
+            from .smtpd._policy import RelayPolicy
+
+            view = self.configuration.view()
+            self._queue = QueueStore(view[params.queue_directory], reactor=self.reactor)
+            self._queue.setName("queue")
+            self._queue.setServiceParent(self._top)
+            agent = MaildirAgent(view[params.data_directory], hostname=view[params.myhostname])
+            self._local = LocalDeliveryManager(
+                self._queue,
+                agent,
+                isLocal=RelayPolicy(view).isLocal,
+                reactor=self.reactor,
+                log=Logger(namespace="mtaguard.local"),
+                worker=self._queue.worker,
+            )
+            self._local.setName("local")
+            self._local.setServiceParent(self._top)
+        return self._queue
+
+    def queued(self, queueID: str) -> None:
+        """
+        A message was committed: deliver what is local.
+        """
+        if self._local is not None:
+            self._local.queued(queueID)
+
+
+#: Builds the service for one master.cf entry of a runnable program.
+ProgramBuilder = Callable[[ServiceEntry, ParameterView, "tuple[str, ...]", SharedServices], IService]
+
+
+def _buildSmtpd(
+    entry: ServiceEntry, view: ParameterView, endpoints: tuple[str, ...], shared: SharedServices
+) -> IService:
+    from .smtpd._service import SMTPServerService, processLimitOf
+    from .tls import TLSConfigurationError, serverTLSOptions
+
+    try:
+        creator = serverTLSOptions(view, reactor=shared.reactor)
+    except TLSConfigurationError as error:
+        raise ConfigurationError(str(error)) from None
+    return SMTPServerService(
+        name=f"{entry.name}/{entry.type}",
+        view=view,
+        endpoints=endpoints,
+        reactor=shared.reactor,
+        queue=shared.queue(),
+        processLimit=processLimitOf(entry.processLimit, view),
+        tlsCreator=creator,
+        queued=shared.queued,
+    )
+
+
+programBuilders: dict[str, ProgramBuilder] = {"smtpd": _buildSmtpd}
 
 #: The listen backlog of every inet service: Twisted's default of 50 makes a
 #: burst of connections wait for SYN retransmissions.
@@ -140,13 +213,17 @@ class UnavailableProgram(Service):
         )
 
 
-def makeMasterService(configuration: Configuration) -> MultiService:
+def makeMasterService(configuration: Configuration, *, reactor: Any) -> MultiService:
     """
     The service tree for a loaded configuration.
 
+    @param reactor: the reactor every service runs on (and takes its time
+        from); resolved only by the caller (the twistd plugin or a .tac
+        file).
     @raise ConfigurationError: if a service cannot be built.
     """
     top = MultiService()
+    shared = SharedServices(configuration, top, reactor)
     internal: list[str] = []
     for entry in configuration.services():
         if entry.command in INTERNAL_PROGRAMS:
@@ -168,7 +245,7 @@ def makeMasterService(configuration: Configuration) -> MultiService:
         endpoints = endpointDescriptions(entry, view)
         builder = programBuilders.get(entry.command)
         child = (
-            builder(entry, view, endpoints)
+            builder(entry, view, endpoints, shared)
             if builder is not None
             else UnavailableProgram(entry, endpoints)
         )

@@ -22,4 +22,6 @@ except ConfigurationError as error:
     raise SystemExit(1)
 
 application = Application("mtaguard")
-makeMasterService(configuration).setServiceParent(application)
+from twisted.internet import reactor
+
+makeMasterService(configuration, reactor=reactor).setServiceParent(application)

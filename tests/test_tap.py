@@ -73,7 +73,9 @@ class MakeServiceTests(SynchronousTestCase):
         service = _tap.makeService(options)
         self.assertIsInstance(service, MultiService)
         names = sorted(child.name for child in service)  # type: ignore[attr-defined]
-        self.assertEqual(names, ["127.0.0.1:2525/inet", "smtp/unix", "smtpd/pass"])
+        self.assertEqual(
+            names, ["127.0.0.1:2525/inet", "local", "queue", "smtp/unix", "smtpd/pass"]
+        )
         screen = service.getServiceNamed("127.0.0.1:2525/inet")  # type: ignore[attr-defined]
         self.assertIsInstance(screen, UnavailableProgram)
         self.assertEqual(screen.endpoints, ("tcp:2525:interface=127.0.0.1:backlog=1024",))

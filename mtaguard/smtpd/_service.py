@@ -1,0 +1,122 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The smtpd service: listens on a master.cf service's endpoints and serves
+SMTP with L{SMTPServerFactory}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..config import ParameterView, params
+from ..interfaces import IQueue
+from ._factory import SMTPServerFactory
+from ._protocol import ServerContext
+
+log = Logger(namespace="mtaguard.smtpd")
+
+
+class SMTPServerService(Service):
+    """
+    One smtpd service from master.cf.
+
+    Ports are bound in L{privilegedStartService}, so that C{twistd --uid}
+    can bind port 25 as root and then drop privileges, as Postfix's master
+    does.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        view: ParameterView,
+        endpoints: tuple[str, ...],
+        reactor: Any,
+        queue: IQueue,
+        processLimit: int,
+        tlsCreator: Any = None,
+        queued: Callable[[str], None] | None = None,
+    ) -> None:
+        self.setName(name)
+        self.endpoints = endpoints
+        self._reactor = reactor
+        context = ServerContext(
+            view=view,
+            queue=queue,
+            clock=reactor,
+            serviceName=name.split("/")[0],
+            tlsCreator=tlsCreator,
+            queued=queued,
+        )
+        self.factory = SMTPServerFactory(context, processLimit=processLimit)
+        self._listening = False
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        if self._listening:
+            return
+        self._listening = True
+        for description in self.endpoints:
+            endpoint = serverFromString(self._reactor, description)
+            listening: Deferred[IListeningPort] = endpoint.listen(self.factory)
+            listening.addCallbacks(
+                self._listened, self._listenFailed, errbackArgs=(description,)
+            )
+
+    def _listened(self, port: IListeningPort) -> None:
+        self.factory.ports.append(port)
+        address = port.getHost()
+        log.info(
+            "smtpd service {name} listening on {host}:{port}",
+            name=self.name,
+            host=getattr(address, "host", "?"),
+            port=getattr(address, "port", "?"),
+        )
+
+    def _listenFailed(self, failure: Failure, description: str) -> None:
+        log.critical(
+            "fatal: service {name}: cannot listen on {endpoint}: {error}",
+            name=self.name,
+            endpoint=description,
+            error=failure.getErrorMessage(),
+        )
+        # A front door that cannot open its port must not pretend to run.
+        if self._reactor.running:
+            self._reactor.stop()
+        else:
+            self._reactor.callWhenRunning(self._reactor.stop)
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        ports, self.factory.ports = self.factory.ports, []
+        self._listening = False
+        return DeferredList([Deferred.fromCoroutine(_stop(port)) for port in ports])  # type: ignore[arg-type]
+
+
+async def _stop(port: IListeningPort) -> None:
+    result = port.stopListening()
+    if isinstance(result, Deferred):
+        await result
+
+
+def processLimitOf(text: str, view: ParameterView) -> int:
+    """
+    A master.cf process limit column: C{-} means C{default_process_limit}.
+    """
+    if text == "-":
+        return view[params.default_process_limit]
+    return int(text)
