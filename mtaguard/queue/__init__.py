@@ -18,6 +18,8 @@ from ._format import (
     parseQueueFile,
 )
 from ._ids import QueueIDGenerator
+from ._local import LocalDeliveryManager
+from ._maildir import MaildirAgent
 from ._store import (
     MAX_PENDING_BYTES,
     FileSystem,
@@ -31,7 +33,9 @@ from ._store import (
 __all__ = [
     "Envelope",
     "FileSystem",
+    "LocalDeliveryManager",
     "MAX_PENDING_BYTES",
+    "MaildirAgent",
     "ManualWorker",
     "QueueFile",
     "QueueFileHeader",
