@@ -576,10 +576,11 @@ def _buildContext(view: ParameterView, mandatory: bool, warnings: list[str]) -> 
     protocolsParameter = (
         params.smtpd_tls_mandatory_protocols if mandatory else params.smtpd_tls_protocols
     )
+    protocolItems: tuple[str, ...] = view[protocolsParameter]
     try:
-        versions = protocolRange(view[protocolsParameter])
+        versions = protocolRange(protocolItems)
     except InvalidProtocols as error:
-        text = " ".join(view[protocolsParameter])
+        text = " ".join(protocolItems)
         raise _Disabled(
             protocolsParameter.name,
             [f'warning: Invalid TLS protocol list "{text}": disabling TLS support'],
@@ -603,9 +604,11 @@ def _buildContext(view: ParameterView, mandatory: bool, warnings: list[str]) -> 
         minimum = DEFAULT_MINIMUM
 
     gradeParameter = params.smtpd_tls_mandatory_ciphers if mandatory else params.smtpd_tls_ciphers
-    exclusions = list(view[params.smtpd_tls_exclude_ciphers])
+    excluded: tuple[str, ...] = view[params.smtpd_tls_exclude_ciphers]
+    exclusions = list(excluded)
     if mandatory:
-        exclusions += view[params.smtpd_tls_mandatory_exclude_ciphers]
+        mandatoryExcluded: tuple[str, ...] = view[params.smtpd_tls_mandatory_exclude_ciphers]
+        exclusions += mandatoryExcluded
     if view[params.smtpd_tls_ask_ccert] or (mandatory and view[params.smtpd_tls_req_ccert]):
         # Anonymous ciphers cannot ask for a client certificate.
         exclusions.append("aNULL")
@@ -633,7 +636,8 @@ def _buildContext(view: ParameterView, mandatory: bool, warnings: list[str]) -> 
     )
     if view[params.tls_preempt_cipherlist]:
         options |= SSL.OP_CIPHER_SERVER_PREFERENCE
-    options |= _sslOptions(view[params.tls_ssl_options], warnings)
+    sslOptions: tuple[str, ...] = view[params.tls_ssl_options]
+    options |= _sslOptions(sslOptions, warnings)
     context.set_options(options)
     context.set_mode(SSL.MODE_RELEASE_BUFFERS)
     context.set_min_proto_version(minimum)
@@ -823,7 +827,7 @@ class NoRenegotiationServerCreator:
                         "warning: TLS renegotiation attempt from {peer}: aborting",
                         peer=peerName(tlsProtocol),
                     )
-                    reactor.callLater(0, abort)  # type: ignore[attr-defined]
+                    reactor.callLater(0, abort)
             except Exception:
                 log.failure("while checking for TLS renegotiation")
 
@@ -871,7 +875,11 @@ def peerTLSSummary(transport: ITransport, peerName: str | None = None) -> str:
     connection: SSL.Connection = transport.getHandle()  # type: ignore[attr-defined]
     if peerName is None:
         peerName = f"unknown[{getattr(transport.getPeer(), 'host', transport.getPeer())}]"
-    trust = "Anonymous" if connection.get_peer_certificate() is None else "Untrusted"
+    trust = (
+        "Anonymous"
+        if connection.get_peer_certificate(as_cryptography=True) is None
+        else "Untrusted"
+    )
     bits = connection.get_cipher_bits() or 0
     text = (
         f"{trust} TLS connection established from {peerName}:"
