@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.utils
 from typing import Any, Callable, Optional
 
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -30,6 +31,7 @@ from ..smtp import _replies as replies
 from ..smtp._arguments import ArgumentSyntaxError, parseMailFrom, parseRcptTo, validateSize
 from ..smtp._escape import escapeForLog
 from ..smtp._replies import Reply
+from ._delivery import Address, DeliveryQueue, User
 from ._forbidden import ForbiddenCommands
 from ._policy import ClientFacts, RelayPolicy, matchNetworks, parseNetworks, softened, withCode
 from ._session import Session, Transaction
@@ -43,6 +45,11 @@ JUNK_COMMANDS = frozenset({"HELO", "EHLO", "NOOP", "RSET", "VRFY", "ETRN"})
 #: commands are small, so a client that sends more is either pipelining far
 #: ahead or flooding, and either way can wait.
 PIPELINE_HIGH_WATER = 64 * 1024
+
+#: The replies when an embedding application's validateFrom/validateTo
+#: refuses without an SMTP code of its own.
+SENDER_REJECTED = Reply(550, "5.1.0", "<{address}>: Sender address rejected")
+RECIPIENT_REJECTED = Reply(550, "5.1.1", "<{address}>: Recipient address rejected")
 
 #: How long a peer that does not read gets to take our last reply before the
 #: connection is aborted.
@@ -59,14 +66,18 @@ class ServerContext:
         self,
         *,
         view: ParameterView,
-        queue: IQueue,
+        queue: IQueue | None = None,
+        delivery: DeliveryQueue | None = None,
         clock: IReactorTime,
         serviceName: str = "smtp",
         tlsCreator: Any = None,
         queued: Callable[[str], None] | None = None,
     ) -> None:
+        if (queue is None) == (delivery is None):
+            raise ValueError("give exactly one of queue and delivery")
         self.view = view
         self.queue = queue
+        self.delivery = delivery
         self.clock = clock
         self.serviceName = serviceName
         self.tlsCreator = tlsCreator
@@ -467,9 +478,73 @@ class SMTPServerProtocol(Protocol):
                 self._logReject("MAIL", replies.MESSAGE_SIZE_EXCEEDS_LIMIT)
                 self._reply(replies.MESSAGE_SIZE_EXCEEDS_LIMIT)
                 return
-        session.transaction = Transaction(sender=sender, parameters=parameters, declaredSize=declared)
-        self._record("MAIL", True)
-        self._reply(replies.MAIL_OK)
+        transaction = Transaction(sender=sender, parameters=parameters, declaredSize=declared)
+        delivery = self._context.delivery
+        if delivery is None:
+            session.transaction = transaction
+            self._record("MAIL", True)
+            self._reply(replies.MAIL_OK)
+            return
+        transaction.delivery = delivery.deliveryForTransaction()
+        self._validate(
+            "MAIL",
+            lambda: transaction.delivery.validateFrom(self._heloPair(), Address(sender)),
+            accepted=lambda _: setattr(session, "transaction", transaction),
+            ok=replies.MAIL_OK,
+            refused=SENDER_REJECTED.format(address=sender),
+        )
+
+    def _heloPair(self) -> tuple[bytes, bytes]:
+        helo = (self.session.helo or "").encode("utf-8", "surrogateescape")
+        return (helo, self.session.clientAddress.encode("ascii"))
+
+    def _validate(
+        self,
+        verb: str,
+        check: Callable[[], Any],
+        *,
+        accepted: Callable[[Any], None],
+        ok: Reply,
+        refused: Reply,
+    ) -> None:
+        """
+        Ask the embedding application (C{validateFrom}, C{validateTo}),
+        which may answer later; replies keep their order meanwhile and the
+        client is not charged for the wait.
+        """
+        self._wait()
+
+        def good(result: Any) -> None:
+            accepted(result)
+            self._record(verb, True)
+            if not self._closing:
+                self._write(ok.toBytes())
+
+        def bad(failure: Failure) -> None:
+            self._record(verb, False)
+            code = getattr(failure.value, "code", None)
+            response = getattr(failure.value, "resp", None)
+            reply = refused
+            if isinstance(code, int) and 400 <= code < 600 and response:
+                text = response.decode("utf-8", "replace") if isinstance(response, bytes) else str(response)
+                reply = Reply(code, "", text)
+            log.info(
+                "NOQUEUE: reject: {verb} from {client}: {reply}",
+                verb=verb,
+                client=self.session.client,
+                reply=reply.toBytes().decode("utf-8", "replace").rstrip("\r\n"),
+            )
+            if not self._closing:
+                self._write(reply.toBytes())
+
+        def finish(_: object) -> None:
+            if not self._closing:
+                self._startCommandDeadline()
+            self._done()
+
+        validation = maybeDeferred(check)
+        validation.addCallbacks(good, bad)
+        validation.addBoth(finish)
 
     def do_RCPT(self, command: Command) -> None:
         session = self.session
@@ -504,9 +579,25 @@ class SMTPServerProtocol(Protocol):
             self._logReject("RCPT", refusal, recipient)
             self._reply(refusal)
             return
-        transaction.recipients.append(recipient)
-        self._record("RCPT", True)
-        self._reply(replies.RCPT_OK)
+        if transaction.delivery is None:
+            transaction.recipients.append(recipient)
+            self._record("RCPT", True)
+            self._reply(replies.RCPT_OK)
+            return
+
+        def accepted(factory: Any) -> None:
+            transaction.recipients.append(recipient)
+            transaction.factories.append(factory)
+
+        self._validate(
+            "RCPT",
+            lambda: transaction.delivery.validateTo(
+                User(Address(recipient), self._heloPair(), self, Address(transaction.sender))
+            ),
+            accepted=accepted,
+            ok=replies.RCPT_OK,
+            refused=RECIPIENT_REJECTED.format(address=recipient),
+        )
 
     def _startMessage(self, verb: str) -> bool:
         """
@@ -529,7 +620,11 @@ class SMTPServerProtocol(Protocol):
             arrival=self._clock.seconds(),
         )
         try:
-            message = self._context.queue.newMessage(envelope)
+            if self._context.delivery is not None:
+                message = self._context.delivery.newMessage(transaction.factories)
+            else:
+                assert self._context.queue is not None
+                message = self._context.queue.newMessage(envelope)
         except OSError as error:
             log.warn(
                 "warning: {client}: cannot create queue file: {error}",
@@ -542,7 +637,18 @@ class SMTPServerProtocol(Protocol):
         transaction.message = message
         log.info("{queueID}: client={client}", queueID=message.queueID, client=session.client)
         message.registerProducer(self.transport, True)
-        message.write(self._receivedHeader(message.queueID))
+        header = self._receivedHeader(message.queueID)
+        if transaction.delivery is not None:
+            # The application's own Received header, as twisted.mail does.
+            own = transaction.delivery.receivedHeader(
+                self._heloPair(), Address(transaction.sender), [
+                    User(Address(r), self._heloPair(), self, Address(transaction.sender))
+                    for r in transaction.recipients
+                ]
+            )
+            if own:
+                header = own if own.endswith(b"\r\n") else own + b"\r\n"
+        message.write(header)
         return True
 
     def _receivedHeader(self, queueID: str) -> bytes:

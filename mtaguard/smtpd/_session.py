@@ -8,6 +8,8 @@ connection.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attr
 
 from ..interfaces import IQueuedMessage
@@ -97,6 +99,10 @@ class Transaction:
     contentSize: int = 0
     tooBig: bool = False
     failed: bool = False
+    #: Embedding: the application's delivery object and, per accepted
+    #: recipient, the message factory its validateTo returned.
+    delivery: Any = None
+    factories: list[Any] = attr.Factory(list)
 
 
 @attr.s(slots=True, auto_attribs=True)
