@@ -23,6 +23,7 @@ from mtaguard.queue import (
     SynchronousWorker,
     parseQueueFile,
 )
+from mtaguard.queue._store import WRITE_BEHIND_BYTES
 
 ARRIVAL = 1_764_000_000.5
 
@@ -152,7 +153,8 @@ class GroupCommitTests(StoreTestsMixin, SynchronousTestCase):
         store = self.makeStore(worker, fileSystem)
         first = store.newMessage(anEnvelope())
         first.write(b"first\r\n")
-        # The worker is now busy with the first message's write.
+        first.commit()
+        # The worker is now busy with the first message's commit.
         results = []
         for i in range(20):
             message = store.newMessage(anEnvelope())
@@ -163,10 +165,10 @@ class GroupCommitTests(StoreTestsMixin, SynchronousTestCase):
         self.assertEqual(len(worker.pending), 1)
         worker.runNext()
         self.assertEqual(len(results), 20)
-        self.assertEqual(fileSystem.fileSyncs, 20)
-        self.assertEqual(sorted(fileSystem.directorySyncs), ["active", "incoming"])
+        self.assertEqual(fileSystem.fileSyncs, 21)
+        self.assertEqual(sorted(fileSystem.directorySyncs), ["active", "active", "incoming", "incoming"])
         self.assertEqual(store.batches, 2)
-        self.assertEqual(sorted(os.listdir(store.activeDirectory)), sorted(results))
+        self.assertEqual(sorted(os.listdir(store.activeDirectory)), sorted(results + [first.queueID]))
 
     def test_commitWaitsForDirectorySync(self) -> None:
         """
@@ -189,15 +191,32 @@ class GroupCommitTests(StoreTestsMixin, SynchronousTestCase):
         worker = ManualWorker()
         store = self.makeStore(worker)
         message = store.newMessage(anEnvelope())
+        big = b"x" * (WRITE_BEHIND_BYTES - 2) + b"\r\n"
         message.write(b"one\r\n")
-        message.write(b"two\r\n")
-        worker.runNext()
+        message.write(big)
+        self.assertEqual(len(worker.pending), 1)
         message.write(b"three\r\n")
+        worker.runNext()
         committed = message.commit()
         worker.runAll()
         queueID = self.successResultOf(committed)
         with open(os.path.join(store.activeDirectory, queueID), "rb") as f:
-            self.assertEqual(parseQueueFile(f.read()).content, b"one\r\ntwo\r\nthree\r\n")
+            self.assertEqual(parseQueueFile(f.read()).content, b"one\r\n" + big + b"three\r\n")
+
+    def test_smallMessageOneBatch(self) -> None:
+        """
+        A message smaller than L{WRITE_BEHIND_BYTES} is written by its
+        commit's batch alone: one trip to the worker.
+        """
+        worker = ManualWorker()
+        store = self.makeStore(worker)
+        message = store.newMessage(anEnvelope())
+        message.write(b"small\r\n")
+        self.assertEqual(len(worker.pending), 0)
+        committed = message.commit()
+        worker.runAll()
+        self.successResultOf(committed)
+        self.assertEqual(store.batches, 1)
 
 
 class BackpressureTests(StoreTestsMixin, SynchronousTestCase):

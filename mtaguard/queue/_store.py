@@ -46,6 +46,11 @@ T = TypeVar("T")
 #: exhaust memory (1,000 sessions x 256 KiB = 256 MiB at worst).
 MAX_PENDING_BYTES = 256 * 1024
 
+#: Content is handed to the worker before the commit only once this much
+#: has accumulated: a typical message (a few KiB) then costs one batch, the
+#: commit's, rather than two thread hops.
+WRITE_BEHIND_BYTES = 64 * 1024
+
 INCOMING = "incoming"
 ACTIVE = "active"
 
@@ -347,7 +352,8 @@ class QueuedMessage:
         self._pendingBytes += len(data)
         if self._pendingBytes > MAX_PENDING_BYTES:
             self._pause()
-        self._store._workAdded(self)
+        if self._pendingBytes >= WRITE_BEHIND_BYTES:
+            self._store._workAdded(self)
 
     def commit(self) -> Deferred[str]:
         """
