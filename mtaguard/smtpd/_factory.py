@@ -69,6 +69,38 @@ class SMTPServerFactory(Factory):
             context.view[params.smtpd_client_event_limit_exceptions]
         )
 
+    @classmethod
+    def forDelivery(
+        cls,
+        delivery: Any = None,
+        *,
+        deliveryFactory: Any = None,
+        view: Any = None,
+        clock: IReactorTime,
+        processLimit: int = 0,
+        tlsCreator: Any = None,
+    ) -> "SMTPServerFactory":
+        """
+        A factory that hands mail to an application's C{IMessageDelivery}
+        (or C{IMessageDeliveryFactory}), the way C{twisted.mail}'s
+        C{SMTPFactory} does, with every mtaguard defense in front of it.
+
+        @param view: the parameters; by default those of the built-in
+            configuration (Postfix's defaults at compatibility level 3.6).
+        """
+        from ..config import builtinConfiguration
+        from ._delivery import DeliveryQueue
+
+        if view is None:
+            view = builtinConfiguration().view()
+        context = ServerContext(
+            view=view,
+            delivery=DeliveryQueue(delivery, deliveryFactory),
+            clock=clock,
+            tlsCreator=tlsCreator,
+        )
+        return cls(context, processLimit=processLimit)
+
     @property
     def _clock(self) -> IReactorTime:
         return self.context.clock
