@@ -108,12 +108,14 @@ def _buildSmtpd(
     entry: ServiceEntry, view: ParameterView, endpoints: tuple[str, ...], shared: SharedServices
 ) -> IService:
     from .smtpd._service import SMTPServerService, processLimitOf
-    from .tls import TLSConfigurationError, serverTLSOptions
+    from .tls import TLSConfigurationError, serverTLS
 
     try:
-        creator = serverTLSOptions(view, reactor=shared.reactor)
+        tls = serverTLS(view, reactor=shared.reactor)
     except TLSConfigurationError as error:
         raise ConfigurationError(str(error)) from None
+    for line in tls.warnings:
+        log.warn("{line}", line=line)
     return SMTPServerService(
         name=f"{entry.name}/{entry.type}",
         view=view,
@@ -121,7 +123,9 @@ def _buildSmtpd(
         reactor=shared.reactor,
         queue=shared.queue(),
         processLimit=processLimitOf(entry.processLimit, view),
-        tlsCreator=creator,
+        tlsCreator=tls.creator,
+        tlsRequired=tls.level == "encrypt",
+        wrapperMode=tls.wrapperMode,
         queued=shared.queued,
     )
 

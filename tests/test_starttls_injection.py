@@ -92,3 +92,24 @@ class StartTLSInjectionTests(SynchronousTestCase):
         h.take()
         h.send(b"STARTTLS\r\n")
         self.assertEqual(h.take(), b"502 5.5.1 Error: command not implemented\r\n")
+
+
+class RequiredTLSTests(SynchronousTestCase):
+    """
+    With smtpd_tls_security_level = encrypt, no mail moves in clear.
+    """
+
+    def test_mailBeforeStartTLS(self) -> None:
+        """
+        MAIL before STARTTLS gets Postfix's 530 5.7.0.
+        """
+        h, started = tlsHarness()
+        h.context.tlsRequired = True
+        h.ehlo()
+        h.send(b"MAIL FROM:<a@c.example>\r\n")
+        self.assertEqual(h.take(), b"530 5.7.0 Must issue a STARTTLS command first\r\n")
+        h.send(b"STARTTLS\r\n")
+        h.protocol.handshakeCompleted()
+        h.take()
+        h.send(b"EHLO c.example\r\nMAIL FROM:<a@c.example>\r\n")
+        self.assertTrue(h.take().endswith(b"250 2.1.0 Ok\r\n"))

@@ -26,6 +26,7 @@ from ..config import ParameterView, params
 from ..deadline import Deadline, hangUp
 from ..interfaces import IQueue
 from ..queue import Envelope
+from ..tls import IPeerName, peerTLSSummary
 from ..smtp import ChunkContent, Command, DataContent, EndOfChunk, EndOfData, ServerParser
 from ..smtp import _replies as replies
 from ..smtp._arguments import ArgumentSyntaxError, parseMailFrom, parseRcptTo, validateSize
@@ -40,6 +41,10 @@ log = Logger(namespace="mtaguard.smtpd")
 
 #: Commands Postfix counts as "junk" when repeated (smtpd_junk_command_limit).
 JUNK_COMMANDS = frozenset({"HELO", "EHLO", "NOOP", "RSET", "VRFY", "ETRN"})
+
+#: Commands refused before STARTTLS when TLS is required (Postfix's
+#: smtpd_tls_security_level = encrypt).
+TLS_REQUIRED_COMMANDS = frozenset({"MAIL", "RCPT", "DATA", "BDAT", "VRFY", "ETRN", "AUTH"})
 
 #: Read no more from the socket while this much pipelined input is waiting:
 #: commands are small, so a client that sends more is either pipelining far
@@ -71,6 +76,8 @@ class ServerContext:
         clock: IReactorTime,
         serviceName: str = "smtp",
         tlsCreator: Any = None,
+        tlsRequired: bool = False,
+        wrapperMode: bool = False,
         queued: Callable[[str], None] | None = None,
     ) -> None:
         if (queue is None) == (delivery is None):
@@ -81,6 +88,10 @@ class ServerContext:
         self.clock = clock
         self.serviceName = serviceName
         self.tlsCreator = tlsCreator
+        #: smtpd_tls_security_level = encrypt: mail only inside TLS.
+        self.tlsRequired = tlsRequired
+        #: smtpd_tls_wrappermode: TLS from the first byte (port 465).
+        self.wrapperMode = wrapperMode
         self.queued = queued or (lambda queueID: None)
         self.policy = RelayPolicy(view)
         self.forbidden = ForbiddenCommands.fromList(view[params.smtpd_forbidden_commands])
@@ -97,7 +108,7 @@ class ServerContext:
         return "normalize" if mode == "yes" else mode
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IPeerName)
 class SMTPServerProtocol(Protocol):
     """
     One SMTP server session.
@@ -125,6 +136,8 @@ class SMTPServerProtocol(Protocol):
         address = getattr(peer, "host", "127.0.0.1")
         port = getattr(peer, "port", 0)
         self.session = Session(clientAddress=address, clientPort=port)
+        if self._context.wrapperMode:
+            self._tlsStarting = True
         self._mode = self._context.bareNewlineMode(address)
         self._parser = ServerParser(
             lineLengthLimit=self._view[params.line_length_limit], bareNewline=self._mode
@@ -151,11 +164,16 @@ class SMTPServerProtocol(Protocol):
         """
         self._tlsStarting = False
         self.session.tls = True
-        log.info(
-            "Anonymous TLS connection established from {client}",
-            client=self.session.client,
-        )
+        if self._view[params.smtpd_tls_loglevel] >= 1:
+            log.info("{summary}", summary=peerTLSSummary(self.transport, self.session.client))  # type: ignore[arg-type]
         self._startCommandDeadline()
+
+    @property
+    def peerName(self) -> str:
+        """
+        The client as Postfix logs it (L{IPeerName}), for TLS warnings.
+        """
+        return self.session.client
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self._deadline.cancel()
@@ -367,6 +385,15 @@ class SMTPServerProtocol(Protocol):
             self._reply(replies.COMMAND_NOT_RECOGNIZED)
             return
         session.lastCommand = verb
+        if (
+            verb in TLS_REQUIRED_COMMANDS
+            and self._context.tlsRequired
+            and not session.tls
+        ):
+            self._record(verb, False)
+            self._reply(replies.MUST_STARTTLS)
+            self._startCommandDeadline()
+            return
         if verb in JUNK_COMMANDS:
             if session.junk > self._view[params.smtpd_junk_command_limit]:
                 session.errors += 1

@@ -42,6 +42,8 @@ class SMTPServerService(Service):
         queue: IQueue,
         processLimit: int,
         tlsCreator: Any = None,
+        tlsRequired: bool = False,
+        wrapperMode: bool = False,
         queued: Callable[[str], None] | None = None,
     ) -> None:
         self.setName(name)
@@ -53,9 +55,16 @@ class SMTPServerService(Service):
             clock=reactor,
             serviceName=name.split("/")[0],
             tlsCreator=tlsCreator,
+            tlsRequired=tlsRequired,
+            wrapperMode=wrapperMode,
             queued=queued,
         )
         self.factory = SMTPServerFactory(context, processLimit=processLimit)
+        self._listenFactory: Any = self.factory
+        if wrapperMode:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            self._listenFactory = TLSMemoryBIOFactory(tlsCreator, False, self.factory)
         self._listening = False
 
     def privilegedStartService(self) -> None:
@@ -72,7 +81,7 @@ class SMTPServerService(Service):
         self._listening = True
         for description in self.endpoints:
             endpoint = serverFromString(self._reactor, description)
-            listening: Deferred[IListeningPort] = endpoint.listen(self.factory)
+            listening: Deferred[IListeningPort] = endpoint.listen(self._listenFactory)
             listening.addCallbacks(
                 self._listened, self._listenFailed, errbackArgs=(description,)
             )
