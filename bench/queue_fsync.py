@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from twisted.internet import reactor as _reactor  # noqa: E402
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks  # noqa: E402
 
-from mtaguard.queue import Envelope, QueueStore  # noqa: E402
+from mtaguard.queue import Envelope, FileSystem, QueueStore  # noqa: E402
+from mtaguard.queue._store import linuxSyncfs  # noqa: E402
 
 reactor: object = _reactor
 
@@ -79,11 +80,13 @@ def main():  # type: ignore[no-untyped-def]
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--writers", type=int, default=20)
+    parser.add_argument("--syncfs", action="store_true", help="flush a batch with one syncfs(2)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of each mode")
     options = parser.parse_args()
     parent = options.directory or here
     directory = tempfile.mkdtemp(prefix="queue-fsync-", dir=parent)
-    store = QueueStore(directory, reactor=_reactor)
+    fileSystem = FileSystem(syncFileSystem=linuxSyncfs() if options.syncfs else None)
+    store = QueueStore(directory, reactor=_reactor, fileSystem=fileSystem)
     store.start()
     content = (b"x" * 76 + b"\r\n") * (options.size // 78) + b"y" * (options.size % 78)
     results: dict[int, list[tuple[int, float, int]]] = {1: [], options.writers: []}
@@ -98,7 +101,7 @@ def main():  # type: ignore[no-untyped-def]
     finally:
         yield store.stop()
         shutil.rmtree(directory)
-    print(f"disk: {parent}  message: {len(content)} bytes  {options.rounds} x {options.seconds:g} s per mode")
+    print(f"sync: {'syncfs per batch' if options.syncfs else 'fsync per file'}  disk: {parent}  message: {len(content)} bytes  {options.rounds} x {options.seconds:g} s per mode")
     rates = {}
     for writers, rounds in results.items():
         commits = sum(r[0] for r in rounds)

@@ -453,3 +453,41 @@ class RestartTests(StoreTestsMixin, SynchronousTestCase):
         worker.runAll()
         self.successResultOf(committed)
         self.successResultOf(stopped)
+
+
+class SyncFileSystemTests(StoreTestsMixin, SynchronousTestCase):
+    """
+    With C{FileSystem.syncFileSystem}, a batch of several commits is
+    flushed by one call instead of one fsync per file.
+    """
+
+    def test_oneFlushPerBatch(self) -> None:
+        """
+        Three commits in one batch cause one file-system flush and no file
+        fsync; a failing flush fails all three and leaves C{active/} empty.
+        """
+        flushes: list[int] = []
+        fileSystem = CountingFileSystem()
+        fileSystem.syncFileSystem = flushes.append
+        worker = ManualWorker()
+        store = self.makeStore(worker, fileSystem)
+        commits = [store.newMessage(anEnvelope()).commit() for _ in range(3)]
+        worker.runAll()
+        for committed in commits:
+            self.successResultOf(committed)
+        # The first commit ran alone (one fsync), the other two together.
+        self.assertEqual((len(flushes), fileSystem.fileSyncs), (1, 1))
+
+        def failing(descriptor: int) -> None:
+            raise OSError(errno.EIO, "flush failed")
+
+        fileSystem.syncFileSystem = failing
+        before = set(os.listdir(store.activeDirectory))
+        busy = store.newMessage(anEnvelope()).commit()
+        commits = [store.newMessage(anEnvelope()).commit() for _ in range(2)]
+        worker.runAll()
+        self.successResultOf(busy)
+        for committed in commits:
+            self.assertEqual(self.failureResultOf(committed, OSError).value.errno, errno.EIO)
+        self.assertEqual(len(set(os.listdir(store.activeDirectory)) - before), 1)
+        self.assertEqual(os.listdir(store.incomingDirectory), [])
