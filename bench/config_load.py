@@ -81,15 +81,25 @@ def main() -> None:
 
         loadSeconds = best(lambda: loadConfiguration(directory), 15)
         configuration = loadConfiguration(directory)
-        used = [p for p in registry if p.used][:1000]
+        unique = [p for p in registry if p.used]
+        used = unique[:1000]
         while len(used) < 1000:
             used = used + used
         used = used[:1000]
 
-        def cold() -> None:
-            view = configuration.view(configuration.services()[0])
-            for parameter in used:
+        from mtaguard.config import parseConfiguration
+
+        mainText, masterText = mainCf(), masterCf()
+
+        def cold() -> float:
+            # A configuration nobody has looked anything up in yet: every
+            # lookup expands and converts its value.
+            fresh = parseConfiguration(directory, mainText, masterText)
+            view = fresh.view(fresh.services()[0])
+            start = time.perf_counter()
+            for parameter in unique:
                 view[parameter]
+            return (time.perf_counter() - start) / len(unique)
 
         warmView = configuration.view(configuration.services()[0])
         for parameter in used:
@@ -99,14 +109,14 @@ def main() -> None:
             for parameter in used:
                 warmView[parameter]
 
-        coldSeconds = best(cold, 15)
+        coldPerLookup = min(cold() for _ in range(15))
         warmSeconds = best(warm, 50)
 
         postconf = shutil.which("postconf")
         print(f"configuration: {settings} main.cf settings, {services} master.cf services")
         print(f"mtaguard load (parse + check):      {loadSeconds * 1000:8.2f} ms   (target < 50 ms)")
-        print(f"mtaguard lookup, cold (expand):     {coldSeconds / 1000 * 1e6:8.2f} us   (target < 10 us)")
-        print(f"mtaguard lookup, warm (cached):     {warmSeconds / 1000 * 1e6:8.2f} us")
+        print(f"mtaguard lookup, first (expand):    {coldPerLookup * 1e6:8.2f} us   (target < 10 us; each of {len(unique)} used parameters once)")
+        print(f"mtaguard lookup, 1000 repeated:     {warmSeconds / 1000 * 1e6:8.2f} us   (cached, as services see it)")
         if postconf:
             peerSeconds = best(
                 lambda: subprocess.run(
