@@ -11,6 +11,7 @@ only the services that face the network or deliver mail become children.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any, Callable, Iterable
 
@@ -50,6 +51,10 @@ INTERNAL_PROGRAMS = frozenset(
 #: The programs mtaguard itself runs as services.
 RUNNABLE_PROGRAMS = frozenset({"postscreen", "smtpd", "smtp"})
 
+#: mtaguard's queue lives in this subdirectory of queue_directory.
+QUEUE_SUBDIRECTORY = "mtaguard"
+
+
 class SharedServices:
     """
     What the services of one mtaguard process share: the reactor, the
@@ -76,7 +81,11 @@ class SharedServices:
             from .smtpd._policy import RelayPolicy
 
             view = self.configuration.view()
-            self._queue = QueueStore(view[params.queue_directory], reactor=self.reactor)
+            # A subdirectory of its own: queue_directory is often shared
+            # with a Postfix on the same host (its default is Postfix's
+            # spool), whose incoming/ and active/ must never be touched.
+            directory = os.path.join(view[params.queue_directory], QUEUE_SUBDIRECTORY)
+            self._queue = QueueStore(directory, reactor=self.reactor)
             self._queue.setName("queue")
             self._queue.setServiceParent(self._top)
             agent = MaildirAgent(view[params.data_directory], hostname=view[params.myhostname])
