@@ -125,6 +125,19 @@ def _buildSmtpd(
         raise ConfigurationError(str(error)) from None
     for line in tls.warnings:
         log.warn("{line}", line=line)
+    portal = None
+    if view[params.smtpd_sasl_auth_enable]:
+        from .smtpd._auth import passwordFilePortal
+
+        passwordFile = view[params.mtaguard_sasl_password_file]
+        if passwordFile:
+            portal = passwordFilePortal(passwordFile)
+        else:
+            log.warn(
+                "warning: service {service}: smtpd_sasl_auth_enable = yes but"
+                " mtaguard_sasl_password_file is empty: AUTH is not offered",
+                service=f"{entry.name}/{entry.type}",
+            )
     return SMTPServerService(
         name=f"{entry.name}/{entry.type}",
         view=view,
@@ -135,6 +148,7 @@ def _buildSmtpd(
         tlsCreator=tls.creator,
         tlsRequired=tls.level == "encrypt",
         wrapperMode=tls.wrapperMode,
+        portal=portal,
         queued=shared.queued,
     )
 

@@ -299,3 +299,101 @@ class ErrorLimitTests(SynchronousTestCase):
         self.assertTrue(
             any("request longer than 600: NOOP aaaa" in line for line in rendered), rendered
         )
+
+
+class AuthTests(SynchronousTestCase):
+    """
+    SMTP AUTH through twisted.cred, with Postfix's replies.
+    """
+
+    def harness(self, **values: str) -> Harness:
+        import os
+
+        from twisted.internet.defer import succeed
+
+        from mtaguard.smtpd._auth import hashPassword, passwordFilePortal
+
+        path = self.mktemp()
+        with open(path, "w") as handle:
+            handle.write("alice:{PLAIN}secret\n")
+        h = Harness(smtpd_sasl_auth_enable="yes", **values)
+        h.context.portal = passwordFilePortal(path, runner=lambda f: succeed(f()))
+        return h
+
+    def test_advertisedAndPlain(self) -> None:
+        """
+        AUTH PLAIN LOGIN is offered; PLAIN with the right password gets 235
+        and lets the client relay.
+        """
+        import base64
+
+        h = self.harness()
+        h.take()
+        h.send(b"EHLO c.example\r\n")
+        self.assertIn(b"250-AUTH PLAIN LOGIN\r\n", h.take())
+        token = base64.b64encode(b"\0alice\0secret")
+        h.send(b"AUTH PLAIN " + token + b"\r\n")
+        self.assertEqual(h.take(), b"235 2.7.0 Authentication successful\r\n")
+        h.send(b"MAIL FROM:<alice@c.example>\r\nRCPT TO:<x@remote.example>\r\n")
+        self.assertEqual(h.take(), b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n")
+
+    def test_loginWrongPassword(self) -> None:
+        """
+        LOGIN's two challenges, then a wrong password: 535 and the log line
+        fail2ban's auth filter matches.
+        """
+        import base64
+
+        h = self.harness()
+        h.ehlo()
+        h.send(b"AUTH LOGIN\r\n")
+        self.assertEqual(h.take(), b"334 VXNlcm5hbWU6\r\n")
+        h.send(base64.b64encode(b"alice") + b"\r\n")
+        self.assertEqual(h.take(), b"334 UGFzc3dvcmQ6\r\n")
+        from twisted.logger import capturedLogs
+
+        with capturedLogs() as events:
+            h.send(base64.b64encode(b"wrong") + b"\r\n")
+        self.assertTrue(h.take().startswith(b"535 5.7.8 Error: authentication failed"))
+        rendered = [e["log_format"].format(**e) for e in events]
+        self.assertTrue(
+            any(
+                line.startswith(
+                    "warning: unknown[203.0.113.9]: SASL LOGIN authentication failed"
+                )
+                for line in rendered
+            ),
+            rendered,
+        )
+
+    def test_tlsAuthOnly(self) -> None:
+        """
+        With smtpd_tls_auth_only, AUTH is neither offered nor accepted in
+        clear.
+        """
+        h = self.harness(smtpd_tls_auth_only="yes")
+        h.take()
+        h.send(b"EHLO c.example\r\n")
+        self.assertNotIn(b"AUTH", h.take())
+        h.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n")
+        self.assertTrue(h.take().startswith(b"504 5.5.4"))
+
+    def test_notEnabled(self) -> None:
+        """
+        Without smtpd_sasl_auth_enable, AUTH gets 503.
+        """
+        h = Harness()
+        h.take()
+        h.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n")
+        self.assertEqual(h.take(), b"503 5.5.1 Error: authentication not enabled\r\n")
+
+    def test_malformed(self) -> None:
+        """
+        Malformed base64 gets a reply, never an exception.
+        """
+        h = self.harness()
+        h.ehlo()
+        h.send(b"AUTH PLAIN !!!notbase64\r\n")
+        self.assertTrue(h.take().startswith(b"535 5.7.8"))
+        h.send(b"NOOP\r\n")
+        self.assertEqual(h.take(), b"250 2.0.0 Ok\r\n")

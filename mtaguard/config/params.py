@@ -2010,6 +2010,17 @@ tls_random_reseed_period = timeParameter(
 )
 
 
+# --- mtaguard's own parameters ------------------------------------------------
+
+mtaguard_sasl_password_file = stringParameter(
+    "mtaguard_sasl_password_file",
+    "",
+    "Password file for SMTP AUTH (user:$scrypt$... lines, made with mtaguard-passwd);"
+    " empty: AUTH is not offered.",
+    postfix=False,
+)
+
+
 # --- Run-time behaviour of some values ----------------------------------------
 
 registry.rawNames.update(RAW_PARAMETERS)

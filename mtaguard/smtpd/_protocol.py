@@ -32,6 +32,15 @@ from ..smtp import _replies as replies
 from ..smtp._arguments import ArgumentSyntaxError, parseMailFrom, parseRcptTo, validateSize
 from ..smtp._escape import escapeForLog
 from ..smtp._replies import Reply
+from ._auth import (
+    MECHANISMS,
+    AuthExchange,
+    Challenge,
+    Credentials,
+    authenticate,
+    failureReply,
+    logExchangeError,
+)
 from ._delivery import Address, DeliveryQueue, User
 from ._forbidden import ForbiddenCommands
 from ._policy import ClientFacts, RelayPolicy, matchNetworks, parseNetworks, softened, withCode
@@ -78,6 +87,7 @@ class ServerContext:
         tlsCreator: Any = None,
         tlsRequired: bool = False,
         wrapperMode: bool = False,
+        portal: Any = None,
         queued: Callable[[str], None] | None = None,
     ) -> None:
         if (queue is None) == (delivery is None):
@@ -92,6 +102,8 @@ class ServerContext:
         self.tlsRequired = tlsRequired
         #: smtpd_tls_wrappermode: TLS from the first byte (port 465).
         self.wrapperMode = wrapperMode
+        #: twisted.cred portal for SMTP AUTH; None: AUTH not offered.
+        self.portal = portal
         self.queued = queued or (lambda queueID: None)
         self.policy = RelayPolicy(view)
         self.forbidden = ForbiddenCommands.fromList(view[params.smtpd_forbidden_commands])
@@ -330,6 +342,9 @@ class SMTPServerProtocol(Protocol):
 
     def _command(self, command: Command) -> None:
         session = self.session
+        if self._authExchange is not None:
+            self._authResponse(command)
+            return
         self._errorsBefore = session.errors
         if session.errors >= self._view[params.smtpd_hard_error_limit]:
             log.info(
@@ -463,6 +478,8 @@ class SMTPServerProtocol(Protocol):
         keywords = ["PIPELINING", f"SIZE {limit}" if limit else "SIZE"]
         if not view[params.disable_vrfy_command]:
             keywords.append("VRFY")
+        if self._authOffered():
+            keywords.append("AUTH " + " ".join(MECHANISMS))
         if self._context.tlsCreator is not None and not self.session.tls:
             keywords.append("STARTTLS")
         keywords += ["ENHANCEDSTATUSCODES", "8BITMIME"]
@@ -906,6 +923,99 @@ class SMTPServerProtocol(Protocol):
             perRequest=self._view[params.smtpd_per_request_deadline],
         )
 
+    _authExchange: AuthExchange | None = None
+    _authMechanism = ""
+
+    def _authOffered(self) -> bool:
+        if self._context.portal is None or not self._view[params.smtpd_sasl_auth_enable]:
+            return False
+        return self.session.tls or not self._view[params.smtpd_tls_auth_only]
+
+    def do_AUTH(self, command: Command) -> None:
+        session = self.session
+        if self._context.portal is None or not self._view[params.smtpd_sasl_auth_enable]:
+            self._record("AUTH", False)
+            self._reply(replies.AUTH_NOT_ENABLED)
+            return
+        if not self._authOffered():
+            self._record("AUTH", False)
+            self._reply(replies.AUTH_ENCRYPTION_REQUIRED)
+            return
+        if session.authUser is not None:
+            self._record("AUTH", False)
+            self._reply(replies.ALREADY_AUTHENTICATED)
+            return
+        if session.transaction is not None:
+            self._record("AUTH", False)
+            self._reply(replies.AUTH_IN_TRANSACTION)
+            return
+        parts = command.argument.split()
+        if not parts or len(parts) > 2:
+            self._record("AUTH", False)
+            self._reply(replies.AUTH_SYNTAX)
+            return
+        self._authMechanism = parts[0]
+        try:
+            exchange = AuthExchange(
+                parts[0],
+                parts[1] if len(parts) == 2 else None,
+                responseLimit=self._view[params.smtpd_sasl_response_limit],
+            )
+            step = exchange.start()
+        except ArgumentSyntaxError as error:
+            self._authFailed(error)
+            return
+        self._authStep(exchange, step)
+
+    def _authStep(self, exchange: AuthExchange, step: Challenge | Credentials) -> None:
+        if isinstance(step, Challenge):
+            self._authExchange = exchange
+            self._reply(step.reply)
+            return
+        self._authExchange = None
+        self._wait()
+        mechanism = self._authMechanism
+
+        def good(user: str) -> None:
+            self.session.authUser = user
+            self._record("AUTH", True)
+            if not self._closing:
+                self._write(replies.AUTH_SUCCESSFUL.toBytes())
+
+        def bad(failure: Failure) -> None:
+            self._record("AUTH", False)
+            reply = failureReply(self.session.client, mechanism, step.username, failure)
+            if not self._closing:
+                self._write(reply.toBytes())
+
+        def finish(_: object) -> None:
+            if not self._closing:
+                self._startCommandDeadline()
+            self._done()
+
+        checked = authenticate(self._context.portal, step)
+        checked.addCallbacks(good, bad)
+        checked.addBoth(finish)
+
+    def _authResponse(self, command: Command) -> None:
+        exchange = self._authExchange
+        assert exchange is not None
+        self._authExchange = None
+        try:
+            step = exchange.respond(command.line)
+        except ArgumentSyntaxError as error:
+            self._authFailed(error)
+            self._startCommandDeadline()
+            return
+        self._authStep(exchange, step)
+        if not self._busy:
+            self._startCommandDeadline()
+
+    def _authFailed(self, error: ArgumentSyntaxError) -> None:
+        logExchangeError(self.session.client, self._authMechanism, error)
+        self._record("AUTH", False)
+        self._reply(error.reply)
+
     def do_ETRN(self, command: Command) -> None:
         self._record("ETRN", False)
         self._reply(replies.COMMAND_NOT_IMPLEMENTED)
@@ -927,4 +1037,5 @@ SMTPServerProtocol._handlers = {
     "HELP": SMTPServerProtocol.do_HELP,
     "STARTTLS": SMTPServerProtocol.do_STARTTLS,
     "ETRN": SMTPServerProtocol.do_ETRN,
+    "AUTH": SMTPServerProtocol.do_AUTH,
 }

@@ -44,6 +44,7 @@ class SMTPServerService(Service):
         tlsCreator: Any = None,
         tlsRequired: bool = False,
         wrapperMode: bool = False,
+        portal: Any = None,
         queued: Callable[[str], None] | None = None,
     ) -> None:
         self.setName(name)
@@ -57,6 +58,7 @@ class SMTPServerService(Service):
             tlsCreator=tlsCreator,
             tlsRequired=tlsRequired,
             wrapperMode=wrapperMode,
+            portal=portal,
             queued=queued,
         )
         self.factory = SMTPServerFactory(context, processLimit=processLimit)
