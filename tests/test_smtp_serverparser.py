@@ -292,3 +292,334 @@ class CommandModeTests(SynchronousTestCase):
         """
         self.assertRaises(ValueError, ServerParser, bareNewline="yes")
         self.assertRaises(ValueError, ServerParser, lineLengthLimit=0)
+
+
+# (input after 354, mode) -> (content, bareLineFeed, what follows as commands)
+# None for the content means the data never ends.
+DATA_TABLE: list[tuple[str, bytes, tuple[str, ...], Optional[bytes], bool, bytes]] = [
+    ("plain", b"Subject: x\r\n\r\nbody\r\n.\r\n", MODES, b"Subject: x\r\n\r\nbody\r\n", False, b""),
+    ("empty message", b".\r\n", MODES, b"", False, b""),
+    ("dot-stuffed lines", b"..\r\n..x\r\n.y\r\n.\r\n", MODES, b".\r\n.x\r\ny\r\n", False, b""),
+    ("dot inside a line", b"a.\r\n a\r\n.\r\n", MODES, b"a.\r\n a\r\n", False, b""),
+    ("dot then CR then text", b".\rx\r\n.\r\n", MODES, b" x\r\n", False, b""),
+    ("stray CR", b"a\rb\r\r\n.\r\n", MODES, b"a b \r\n", False, b""),
+    ("pipelined after the end", b"x\r\n.\r\nQUIT\r\n", MODES, b"x\r\n", False, b"QUIT"),
+    ("bare LF line", b"line with bare lf\nnext\r\n.\r\n", MODES, b"line with bare lf\r\nnext\r\n", True, b""),
+    ("LF.LF ends only in mode no", b"a\n.\nb\r\n.\r\n", ("no",), b"a\r\n", True, b"B ."),
+    ("LF.LF dropped", b"a\n.\nb\r\n.\r\n", ("normalize", "reject"), b"a\r\nb\r\n", True, b""),
+    ("CRLF.LF", b"a\r\n.\nb\r\n.\r\n", ("normalize", "reject"), b"a\r\nb\r\n", True, b""),
+    ("LF.CRLF", b"a\n.\r\nb\r\n.\r\n", ("normalize", "reject"), b"a\r\nb\r\n", True, b""),
+    ("CRLF.LF ends in mode no", b"a\r\n.\nb\r\n", ("no",), b"a\r\n", True, b"B"),
+    ("LF.CRLF ends in mode no", b"a\n.\r\nb\r\n", ("no",), b"a\r\n", True, b"B"),
+    ("dot line after a dropped one", b"a\n.\n.\r\nb\r\n.\r\n", ("normalize", "reject"), b"a\r\nb\r\n", True, b""),
+    ("bare LF first line dot", b".\nb\r\n.\r\n", ("normalize", "reject"), b"b\r\n", True, b""),
+    ("CR.CR is no end", b"a\r.\r\n.\r\n", MODES, b"a .\r\n", False, b""),
+    ("never ends", b"a\n.\n", ("normalize", "reject"), None, True, b""),
+]
+
+
+class DataModeTests(SynchronousTestCase):
+    """
+    Message content after C{354}: dot-unstuffed, normalised to CRLF, ended
+    only where the bare newline mode says.
+    """
+
+    def check(self, name: str, data: bytes, mode: str, content: Optional[bytes], bare: bool, after: bytes) -> None:
+        """
+        Feed C{data} whole, byte by byte and in random splits, and compare.
+        """
+        rng = random.Random(name)
+        ways = [[data], [data[i : i + 1] for i in range(len(data))]]
+        ways += [splits(data, rng) for _ in range(20)]
+        for chunks in ways:
+            events = feed(chunks, mode=mode, data=True)
+            label = f"{name} ({mode}) split as {chunks!r}"
+            if content is None:
+                self.assertFalse(any(isinstance(e, EndOfData) for e in events), label)
+                continue
+            expected: list[Event] = [DataContent(content)] if content else []
+            expected.append(EndOfData(len(content), bare))
+            self.assertEqual(events[: len(expected)], expected, label)
+            verbs = b" ".join(e.verb.encode() for e in events[len(expected) :] if isinstance(e, Command))
+            self.assertEqual(verbs, after, label)
+
+    def test_table(self) -> None:
+        """
+        Every row of the table gives the same content, bare LF flag and
+        following commands in each of its modes, however the bytes are split.
+        """
+        for name, data, modes, content, bare, after in DATA_TABLE:
+            for mode in modes:
+                self.check(name, data, mode, content, bare, after)
+
+    def test_contentWithoutWholeLines(self) -> None:
+        """
+        Content is handed out as soon as it arrives, without waiting for the
+        end of a line; only a possible line ending is held back.
+        """
+        parser = ServerParser()
+        parser.startData()
+        parser.receive(b"Subject: a long li")
+        self.assertEqual(parser.nextEvent(), DataContent(b"Subject: a long li"))
+        parser.receive(b"ne\r")
+        self.assertEqual(parser.nextEvent(), DataContent(b"ne"))
+        self.assertEqual(parser.buffered(), 1)
+        parser.receive(b"\n.")
+        self.assertEqual(parser.nextEvent(), DataContent(b"\r\n"))
+        self.assertIsNone(parser.nextEvent())
+        self.assertEqual(parser.buffered(), 1)
+        self.assertEqual(parser.contentBytes, 22)
+        parser.receive(b"\r\n")
+        self.assertEqual(parser.nextEvent(), EndOfData(22, False))
+
+    def test_longLinesNotTruncated(self) -> None:
+        """
+        The line length limit applies to commands, not to content.
+        """
+        body = b"x" * 10000 + b"\r\n"
+        self.assertEqual(
+            feed([body + b".\r\n"], limit=100, data=True),
+            [DataContent(body), EndOfData(len(body), False)],
+        )
+
+    def test_bufferStaysSmall(self) -> None:
+        """
+        However content arrives, at most three bytes stay buffered after the
+        parser has been drained.
+        """
+        parser = ServerParser()
+        parser.startData()
+        rng = random.Random(1)
+        for _ in range(2000):
+            parser.receive(rng.choice([b"a", b"\r", b"\n", b".", b"\r\n", b"..", b"\n."]) * rng.randint(1, 3))
+            while True:
+                event = parser.nextEvent()
+                if event is None:
+                    break
+                if isinstance(event, EndOfData):
+                    # Keep the parser in DATA mode: only content is measured.
+                    parser.startData()
+            self.assertLessEqual(parser.buffered(), 3)
+
+    def test_contentBytesResetPerMessage(self) -> None:
+        """
+        C{contentBytes} counts the current message only.
+        """
+        parser = ServerParser()
+        parser.startData()
+        parser.receive(b"abc\r\n.\r\n")
+        self.assertEqual(drain(parser), [DataContent(b"abc\r\n"), EndOfData(5, False)])
+        parser.startData()
+        self.assertEqual(parser.contentBytes, 0)
+
+    def test_bareLineFeedFlagPerMessage(self) -> None:
+        """
+        A bare LF in one message does not flag the next one.
+        """
+        parser = ServerParser(bareNewline="reject")
+        parser.startData()
+        parser.receive(b"a\nb\r\n.\r\nDATA\r\nc\r\n.\r\n")
+        self.assertEqual(
+            drain(parser),
+            [
+                DataContent(b"a\r\nb\r\n"),
+                EndOfData(6, True),
+                Command("DATA", "", b"DATA"),
+                DataContent(b"c\r\n"),
+                EndOfData(3, False),
+            ],
+        )
+
+
+class ChunkModeTests(SynchronousTestCase):
+    """
+    C{BDAT} chunks: exactly the announced number of bytes, normalised to
+    CRLF, without dot handling.
+    """
+
+    def chunks(self, mode: str, stream: bytes, step: int, *chunks: tuple[bytes, bool]) -> list[Event]:
+        """
+        Announce each chunk, deliver C{stream} (the chunks and anything
+        after them) C{step} bytes at a time, and collect the events.
+        """
+        parser = ServerParser(bareNewline=mode)
+        events: list[Event] = []
+        queue = list(chunks)
+        offset = 0
+        while queue:
+            data, last = queue.pop(0)
+            parser.startChunk(len(data), last)
+            while True:
+                event = parser.nextEvent()
+                if event is None:
+                    self.assertLess(offset, len(stream), "the parser wants more than was sent")
+                    parser.receive(stream[offset : offset + step])
+                    offset += step
+                    continue
+                events.append(event)
+                if isinstance(event, EndOfChunk):
+                    break
+        parser.receive(stream[offset:])
+        events.extend(drain(parser))
+        return merge(events)
+
+    def test_chunks(self) -> None:
+        """
+        Chunk content comes out normalised, with an end event per chunk
+        carrying the running size; dots are content; the following command
+        is parsed as usual; a CRLF split between chunks stays a CRLF.
+        """
+        first, second = b"Subject: a\r", b"\n.\r\nbare\nstray\rend\r"
+        for step in (1, 3, 100):
+            stream = first + second + b"QUIT\r\n"
+            events = self.chunks("normalize", stream, step, (first, False), (second, True))
+            self.assertEqual(
+                events,
+                [
+                    ChunkContent(b"Subject: a"),
+                    EndOfChunk(False, 10, False),
+                    ChunkContent(b"\r\n.\r\nbare\r\nstray end "),
+                    EndOfChunk(True, 31, True),
+                    Command("QUIT", "", b"QUIT"),
+                ],
+            )
+
+    def test_emptyLastChunk(self) -> None:
+        """
+        C{BDAT 0 LAST} ends the message at once; a CR held back from the
+        previous chunk then turns out to be stray.
+        """
+        events = self.chunks("reject", b"x\r", 1, (b"x\r", False), (b"", True))
+        self.assertEqual(
+            events,
+            [
+                ChunkContent(b"x"),
+                EndOfChunk(False, 1, False),
+                ChunkContent(b" "),
+                EndOfChunk(True, 2, False),
+            ],
+        )
+
+    def test_sizeCountsMessage(self) -> None:
+        """
+        Sizes and the bare LF flag start again with the next message.
+        """
+        parser = ServerParser()
+        parser.startChunk(2, True)
+        parser.receive(b"a\n")
+        self.assertEqual(drain(parser), [ChunkContent(b"a\r\n"), EndOfChunk(True, 3, True)])
+        parser.startChunk(3, True)
+        parser.receive(b"b\r\n")
+        self.assertEqual(drain(parser), [ChunkContent(b"b\r\n"), EndOfChunk(True, 3, False)])
+
+    def test_negativeSize(self) -> None:
+        """
+        A negative chunk size is a programming error.
+        """
+        self.assertRaises(ValueError, ServerParser().startChunk, -1, True)
+
+
+def dotStuff(message: bytes) -> bytes:
+    """
+    Dot-stuff a CRLF message the way an SMTP client does.
+    """
+    lines = message.split(b"\r\n")
+    return b"\r\n".join(b"." + line if line.startswith(b".") else line for line in lines)
+
+
+crlfMessages = st.lists(
+    st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    max_size=20,
+).map(lambda lines: b"".join(line + b"\r\n" for line in lines))
+
+splitPoints = st.lists(st.integers(min_value=0, max_value=10_000), max_size=12)
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    """
+    Cut C{data} at C{points} (modulo its length).
+    """
+    bounds = sorted({0, len(data), *(p % (len(data) + 1) for p in points)})
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+class PropertyTests(SynchronousTestCase):
+    """
+    Properties that hold for any input.
+    """
+
+    @given(st.binary(max_size=600), splitPoints, st.sampled_from(MODES), st.booleans())
+    @settings(max_examples=300, deadline=None)
+    def test_splitsDoNotMatter(self, data: bytes, points: list[int], mode: str, inData: bool) -> None:
+        """
+        The same bytes give the same events whether they arrive whole, byte
+        by byte, or in any other split.
+        """
+        whole = feed([data], mode=mode, limit=16, data=inData)
+        self.assertEqual(feed(cut(data, points), mode=mode, limit=16, data=inData), whole)
+        self.assertEqual(feed([data[i : i + 1] for i in range(len(data))], mode=mode, limit=16, data=inData), whole)
+
+    @given(st.binary(max_size=2000), splitPoints, st.sampled_from(MODES))
+    @settings(max_examples=200, deadline=None)
+    def test_neverCrashesCleanContent(self, data: bytes, points: list[int], mode: str) -> None:
+        """
+        Arbitrary bytes never crash the parser, in any mode, and content
+        always comes out with CRLF line endings only.
+        """
+        for event in feed(cut(data, points), mode=mode, limit=32, data=True):
+            if isinstance(event, DataContent):
+                stripped = event.data.replace(b"\r\n", b"")
+                self.assertNotIn(b"\r", stripped)
+                self.assertNotIn(b"\n", stripped)
+            elif isinstance(event, Command):
+                self.assertLessEqual(len(event.line), 32)
+
+    @given(st.lists(st.binary(max_size=300), max_size=30), st.sampled_from(MODES))
+    @settings(max_examples=200, deadline=None)
+    def test_commandBufferBounded(self, chunks: list[bytes], mode: str) -> None:
+        """
+        In command mode, once drained, the parser never holds more than the
+        line length limit plus the last receive.
+        """
+        parser = ServerParser(lineLengthLimit=64, bareNewline=mode)
+        for chunk in chunks:
+            parser.receive(chunk)
+            self.assertLessEqual(parser.buffered(), 64 + len(chunk))
+            while isinstance(parser.nextEvent(), Command):
+                pass
+            self.assertLessEqual(parser.buffered(), 64)
+
+    @given(crlfMessages, splitPoints, st.sampled_from(MODES))
+    @settings(max_examples=300, deadline=None)
+    def test_roundTrip(self, message: bytes, points: list[int], mode: str) -> None:
+        """
+        Any CRLF message, dot-stuffed and followed by C{.CRLF}, comes out of
+        DATA exactly as it went in.
+        """
+        events = feed(cut(dotStuff(message) + b".\r\n", points), mode=mode, data=True)
+        expected: list[Event] = [DataContent(message)] if message else []
+        self.assertEqual(events, [*expected, EndOfData(len(message), False)])
+
+
+class SansIOTests(SynchronousTestCase):
+    """
+    The SMTP core stays free of I/O.
+    """
+
+    def test_noIO(self) -> None:
+        """
+        No module of C{mtaguard.smtp} mentions Twisted, a transport, a
+        reactor or a Deferred.
+        """
+        import mtaguard.smtp
+
+        package = pathlib.Path(mtaguard.smtp.__file__).parent
+        sources = sorted(package.glob("*.py"))
+        self.assertTrue(sources)
+        for source in sources:
+            text = source.read_text()
+            for word in ("twisted", "transport", "reactor", "Deferred"):
+                self.assertIsNone(
+                    re.search(word, text, re.IGNORECASE if word == "twisted" else 0),
+                    f"{word} in {source.name}",
+                )

@@ -1,7 +1,8 @@
 """
 The sans-I/O core of mtaguard's SMTP server: parsing what clients send,
-their command arguments, and the replies and log texts sent back, with no
-transport, reactor or asynchronous machinery anywhere in this package.
+their command arguments, and the replies and log texts sent back.  Nothing
+in this package does I/O, keeps time or waits: the protocol feeds it bytes
+and acts on what it returns.
 """
 
 from ._events import ChunkContent, Command, DataContent, EndOfChunk, EndOfData, Event
