@@ -70,7 +70,7 @@ def merge(events: Sequence[Event]) -> list[Event]:
         if merged and isinstance(event, (DataContent, ChunkContent)):
             previous = merged[-1]
             if type(previous) is type(event):
-                merged[-1] = type(event)(previous.data + event.data)  # type: ignore[union-attr]
+                merged[-1] = type(event)(previous.data + event.data)
                 continue
         merged.append(event)
     return merged
