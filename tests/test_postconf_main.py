@@ -124,16 +124,19 @@ def runOurs(
     return status, out.getvalue(), err.getvalue()
 
 
-#: Lines that differ by design: this process's id and name, and the
-#: parameters whose mtaguard default deliberately differs (registry note).
-_DIFFERENT = ("process_id = ", "process_name = ") + tuple(
-    f"{parameter.name} = " for parameter in registry if parameter.note
+#: Lines that differ by design: this process's id and name, the parameters
+#: whose mtaguard default deliberately differs (registry note), and
+#: mtaguard's own parameters, which Postfix does not have.
+_DIFFERENT = frozenset({"process_id", "process_name"}) | frozenset(
+    parameter.name for parameter in registry if parameter.note or not parameter.postfix
 )
 
 
 def _comparable(output: str) -> str:
     return "".join(
-        line for line in output.splitlines(True) if not line.startswith(_DIFFERENT)
+        line
+        for line in output.splitlines(True)
+        if line.split("=", 1)[0].strip() not in _DIFFERENT
     )
 
 
