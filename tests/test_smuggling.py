@@ -172,3 +172,116 @@ class ParserSmugglingTests(SynchronousTestCase):
                     stripped = event.data.replace(b"\r\n", b"")
                     self.assertNotIn(b"\r", stripped, marker)
                     self.assertNotIn(b"\n", stripped, marker)
+
+
+class ServerSmugglingTests(SynchronousTestCase):
+    """
+    The SMTP server never lets a second message be smuggled inside the
+    first, and what it queues has clean line endings.
+    """
+
+    PAYLOAD = (
+        b"Subject: one\r\n\r\nbody one\r\n\n.\nMAIL FROM:<evil@x.example>\r\n"
+        b"RCPT TO:<postmaster@mx.example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\n"
+        b"body two\r\n.\r\n"
+    )
+
+    def deliver(self, mode: str) -> tuple[bytes, list[bytes]]:
+        from .smtpdharness import Harness
+
+        h = Harness(smtpd_forbid_bare_newline=mode)
+        h.ehlo()
+        h.transaction()
+        h.send(b"DATA\r\n")
+        h.take()
+        h.send(self.PAYLOAD)
+        return h.take(), [bytes(m.content) for m in h.queue.committed]
+
+    def test_normalizeIsDefault(self) -> None:
+        """
+        mtaguard's default (normalize, as Postfix 3.9) queues one message,
+        the smuggled commands stay inside it as text, and the dot line next
+        to bare LFs is dropped, exactly as Postfix stores it.
+        """
+        from .smtpdharness import Harness
+
+        self.assertEqual(Harness().protocol._mode, "normalize")
+        replies, messages = self.deliver("normalize")
+        self.assertEqual(replies, b"250 2.0.0 Ok: queued as MEM000001\r\n")
+        [content] = messages
+        self.assertTrue(
+            content.endswith(
+                b"Subject: one\r\n\r\nbody one\r\n\r\nMAIL FROM:<evil@x.example>\r\n"
+                b"RCPT TO:<postmaster@mx.example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\n"
+                b"body two\r\n"
+            ),
+            content,
+        )
+
+    def test_reject(self) -> None:
+        """
+        In reject mode the message is refused after the real end of data
+        with Postfix's 550 5.5.2, and the session goes on.
+        """
+        replies, messages = self.deliver("reject")
+        self.assertEqual(replies, b"550 5.5.2 mx.example.org Error: bare <LF> received\r\n")
+        self.assertEqual(messages, [])
+
+    def test_yesIsNormalize(self) -> None:
+        """
+        C{yes} is Postfix 3.7.10's alias for normalize.
+        """
+        replies, messages = self.deliver("yes")
+        self.assertEqual(len(messages), 1)
+
+    def test_noIsPostfix37Compatible(self) -> None:
+        """
+        C{no} (Postfix 3.7's default) ends the message at LF.LF, as Postfix
+        does; even then every queued line ends in CRLF.
+        """
+        replies, messages = self.deliver("no")
+        self.assertEqual(len(messages), 2)
+        for content in messages:
+            self.assertNotIn(b"\n", content.replace(b"\r\n", b""))
+
+    def test_exclusions(self) -> None:
+        """
+        Clients in smtpd_forbid_bare_newline_exclusions get Postfix 3.7's
+        old behaviour.
+        """
+        from .smtpdharness import Harness
+
+        h = Harness(client="127.0.0.1", smtpd_forbid_bare_newline="reject")
+        self.assertEqual(h.protocol._mode, "no")
+
+    def test_rejectCommandLine(self) -> None:
+        """
+        In reject mode a command ending in a bare LF ends the session with
+        the reject code, as Postfix does.
+        """
+        from .smtpdharness import Harness
+
+        h = Harness(smtpd_forbid_bare_newline="reject")
+        h.take()
+        h.send(b"EHLO c.example\n")
+        self.assertEqual(h.take(), b"550 5.5.2 mx.example.org Error: bare <LF> received\r\n")
+        self.assertTrue(h.closed)
+
+    def test_bdat(self) -> None:
+        """
+        BDAT chunks are taken verbatim (no dot handling) with line endings
+        normalised, and LAST commits the message.
+        """
+        from .smtpdharness import Harness
+
+        h = Harness()
+        h.ehlo()
+        h.transaction()
+        h.send(b"BDAT 12\r\nSubject: x\n\rBDAT 9 LAST\r\n.\r\nbody\r\n")
+        self.assertEqual(
+            h.lines(), [b"250 2.0.0 Ok: 12 bytes", b"250 2.0.0 Ok: queued as MEM000001"]
+        )
+        [message] = h.queue.committed
+        # The CR ending chunk one is not followed by LF: a stray CR, which
+        # becomes a space as Postfix's cleanup_replace_stray_cr_lf does.
+        self.assertTrue(message.content.endswith(b"Subject: x\r\n .\r\nbody\r\n"), message.content)

@@ -167,6 +167,16 @@ class ServerParser:
         """
         return len(self._buffer) + len(self._kept)
 
+    def peek(self, limit: int) -> bytes:
+        """
+        Up to C{limit} of the bytes received but not yet parsed, without
+        consuming them (for Postfix's "improper command pipelining" log).
+
+        @param limit: How many bytes at most.
+        @return: The bytes.
+        """
+        return bytes(self._buffer[:limit])
+
     def discardBuffered(self) -> int:
         """
         Drop every byte received but not yet returned as an event.  After

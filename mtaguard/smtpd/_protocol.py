@@ -12,7 +12,7 @@ from a parameter.
 
 from __future__ import annotations
 
-import email.utils
+import time
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import maybeDeferred
@@ -434,7 +434,7 @@ class SMTPServerProtocol(Protocol):
             "improper command pipelining after {verb} from {client}: {pending}",
             verb=command.verb,
             client=self.session.client,
-            pending=escapeForLog(self._parser.peek(100) if hasattr(self._parser, "peek") else b"", 100),
+            pending=escapeForLog(self._parser.peek(100), 100),
         )
         if self._view[params.smtpd_forbid_unauth_pipelining] and self.session.authUser is None:
             self._hangUp(replies.PIPELINING_SYNC)
@@ -701,7 +701,8 @@ class SMTPServerProtocol(Protocol):
         assert transaction is not None
         protocol = session.protocol + ("S" if session.tls else "") + ("A" if session.authUser else "")
         helo = session.helo or session.clientAddress
-        when = email.utils.formatdate(self._clock.seconds(), localtime=False)
+        # Postfix's form: "Wed, 25 Nov 2026 21:37:41 +0000 (UTC)".
+        when = time.strftime("%a, %d %b %Y %H:%M:%S +0000 (UTC)", time.gmtime(self._clock.seconds()))
         recipient = (
             f"\r\n\tfor <{transaction.recipients[0]}>" if len(transaction.recipients) == 1 else ""
         )
