@@ -15,6 +15,9 @@ from typing import Callable, Generic, Iterable, Iterator, TypeVar, Union, cast
 import attr
 
 T = TypeVar("T")
+#: A parameter of a more specific type may stand where a wider one is
+#: expected (a tuple-valued list parameter where an iterable is wanted).
+T_co = TypeVar("T_co", covariant=True)
 
 
 class Kind(enum.Enum):
@@ -124,7 +127,7 @@ Default = Union[str, Callable[[], str]]
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True, eq=False, repr=False)
-class Parameter(Generic[T]):
+class Parameter(Generic[T_co]):
     """
     One main.cf parameter.
 
@@ -168,7 +171,7 @@ class Parameter(Generic[T]):
             return self.default()
         return self.default
 
-    def convert(self, text: str) -> T:
+    def convert(self, text: str) -> T_co:
         """
         Convert an expanded value to this parameter's type and check its
         bounds.
@@ -186,7 +189,7 @@ class Parameter(Generic[T]):
                 raise InvalidValue(
                     f"{text.strip()!r} is above the maximum {self.maximum}"
                 )
-        return cast(T, value)
+        return cast(T_co, value)
 
 
 class DuplicateParameter(Exception):
