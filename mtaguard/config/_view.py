@@ -168,7 +168,16 @@ class ParameterView:
 
         @raise ParameterError: if the value does not convert.
         """
-        return self._typedAt(parameter, self.stress)
+        cache = self._typed[self.stress]
+        try:
+            # The hot path: services look parameters up per command.
+            return cache[parameter]  # type: ignore[return-value]
+        except KeyError:
+            value = self._typedAt(parameter, self.stress)
+            # A value answered by the parent is the same for this view (the
+            # name is unaffected by our overrides): keep it here too.
+            cache[parameter] = value
+            return value
 
     def check(self) -> None:
         """

@@ -80,10 +80,18 @@ def _splitAddress(rest: str, strict: bool, badAddress: Reply) -> tuple[str, str]
             raise ArgumentSyntaxError(badAddress)
         return address, rest[end:]
     # Find the closing bracket, skipping quoted local parts such as
-    # <"a>b"@example.com>.
+    # <"a>b"@example.com>.  Nearly every address has no quotes or
+    # backslashes, and then the first ">" closes it.
     quoted = False
     escaped = False
-    for index in range(1, len(rest)):
+    if '"' not in rest and "\\" not in rest:
+        index = rest.find(">")
+        if index == -1:
+            raise ArgumentSyntaxError(badAddress)
+        rangeStart = len(rest)
+    else:
+        rangeStart = 1
+    for index in range(rangeStart, len(rest)):
         char = rest[index]
         if escaped:
             escaped = False
@@ -94,7 +102,8 @@ def _splitAddress(rest: str, strict: bool, badAddress: Reply) -> tuple[str, str]
         elif char == ">" and not quoted:
             break
     else:
-        raise ArgumentSyntaxError(badAddress)
+        if rangeStart == 1:
+            raise ArgumentSyntaxError(badAddress)
     address = rest[1:index]
     after = rest[index + 1 :]
     if after and after[0] not in _BLANKS:

@@ -111,6 +111,7 @@ class RelayPolicy:
     def __init__(self, view: ParameterView) -> None:
         self._view = view
         self.mynetworks = parseNetworks(view[params.mynetworks])
+        self._myNetworkCache: dict[str, bool] = {}
         self.localDomains = _domains(view[params.mydestination])
         self.relayDomains = _domains(view[params.relay_domains])
         self._relaySubdomains = "relay_domains" in view[params.parent_domain_matches_subdomains]
@@ -124,7 +125,14 @@ class RelayPolicy:
         """
         Whether a client address is in C{mynetworks}.
         """
-        return matchNetworks(self.mynetworks, address)
+        known = self._myNetworkCache.get(address)
+        if known is None:
+            known = matchNetworks(self.mynetworks, address)
+            if len(self._myNetworkCache) >= 4096:
+                # Bounded: a flood of distinct clients cannot grow it.
+                self._myNetworkCache.clear()
+            self._myNetworkCache[address] = known
+        return known
 
     def isLocal(self, recipient: str) -> bool:
         """
