@@ -397,3 +397,52 @@ class AuthTests(SynchronousTestCase):
         self.assertTrue(h.take().startswith(b"535 5.7.8"))
         h.send(b"NOOP\r\n")
         self.assertEqual(h.take(), b"250 2.0.0 Ok\r\n")
+
+
+class ParameterTests(SynchronousTestCase):
+    """
+    MAIL and RCPT accept the ESMTP parameters announced, and refuse others
+    with Postfix's replies.
+    """
+
+    def test_mailParameters(self) -> None:
+        """
+        BODY=8BITMIME, SMTPUTF8 and AUTH=<> are accepted; an unknown
+        parameter or BODY value gets 555 5.5.4.
+        """
+        h = Harness()
+        h.ehlo()
+        for line, reply in [
+            (b"MAIL FROM:<a@c.example> BODY=8BITMIME SMTPUTF8 AUTH=<>\r\n", b"250 2.1.0 Ok\r\n"),
+            (b"RSET\r\n", b"250 2.0.0 Ok\r\n"),
+            (b"MAIL FROM:<a@c.example> BODY=BINARYMIME\r\n",
+             b"555 5.5.4 Unsupported option: BODY=BINARYMIME\r\n"),
+            (b"MAIL FROM:<a@c.example> RET=FULL\r\n", b"555 5.5.4 Unsupported option: RET=FULL\r\n"),
+            (b"MAIL FROM:<a@c.example> SIZE=abc\r\n", b"501 5.5.4 Bad message size syntax\r\n"),
+        ]:
+            h.send(line)
+            self.assertEqual(h.take(), reply, line)
+
+    def test_utf8Addresses(self) -> None:
+        """
+        A non-ASCII address needs the SMTPUTF8 parameter.
+        """
+        h = Harness()
+        h.ehlo()
+        h.send("MAIL FROM:<j\u00f6rg@c.example>\r\n".encode())
+        self.assertEqual(h.take(), b"553 5.6.7 Must declare SMTPUTF8 to send unicode address\r\n")
+        h.send("MAIL FROM:<j\u00f6rg@c.example> SMTPUTF8\r\n".encode())
+        self.assertEqual(h.take(), b"250 2.1.0 Ok\r\n")
+        h.send("RCPT TO:<p\u00f6stmaster@mx.example.org>\r\n".encode())
+        self.assertEqual(h.take(), b"250 2.1.5 Ok\r\n")
+
+    def test_rcptParameters(self) -> None:
+        """
+        DSN is not announced, so NOTIFY is refused.
+        """
+        h = Harness()
+        h.ehlo()
+        h.send(b"MAIL FROM:<a@c.example>\r\nRCPT TO:<postmaster@mx.example.org> NOTIFY=NEVER\r\n")
+        self.assertEqual(
+            h.lines()[-1], b"555 5.5.4 Unsupported option: NOTIFY=NEVER"
+        )

@@ -25,6 +25,9 @@ compatibility_level = 3.6
 # ordinary user, not for facing the internet.
 inet_interfaces = loopback-only
 mydestination = $myhostname, localhost.$mydomain, localhost
+
+# Address harvesting gets nothing (Postfix's default is VRFY on).
+disable_vrfy_command = yes
 """
 
 BUILTIN_MASTER_CF = """\

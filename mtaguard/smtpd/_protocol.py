@@ -29,7 +29,14 @@ from ..queue import Envelope
 from ..tls import IPeerName, peerTLSSummary
 from ..smtp import ChunkContent, Command, DataContent, EndOfChunk, EndOfData, ServerParser
 from ..smtp import _replies as replies
-from ..smtp._arguments import ArgumentSyntaxError, parseMailFrom, parseRcptTo, validateSize
+from ..smtp._arguments import (
+    ArgumentSyntaxError,
+    parseMailFrom,
+    parseRcptTo,
+    validateBody,
+    validateSize,
+    validateSmtpUtf8,
+)
 from ..smtp._escape import escapeForLog
 from ..smtp._replies import Reply
 from ._auth import (
@@ -508,6 +515,12 @@ class SMTPServerProtocol(Protocol):
             self._record("MAIL", False)
             self._reply(error.reply)
             return
+        try:
+            self._checkMailParameters(sender, parameters)
+        except ArgumentSyntaxError as error:
+            self._record("MAIL", False)
+            self._reply(error.reply)
+            return
         declared: int | None = None
         if "SIZE" in parameters:
             try:
@@ -590,6 +603,27 @@ class SMTPServerProtocol(Protocol):
         validation.addCallbacks(good, bad)
         validation.addBoth(finish)
 
+    def _checkMailParameters(self, sender: str, parameters: dict[str, str | None]) -> None:
+        """
+        The MAIL FROM parameters this server announced, and nothing else.
+
+        @raise ArgumentSyntaxError: with Postfix's reply.
+        """
+        for keyword, value in parameters.items():
+            if keyword == "BODY":
+                validateBody(value)
+            elif keyword == "SMTPUTF8" and self._view[params.smtputf8_enable]:
+                validateSmtpUtf8(value)
+            elif keyword == "AUTH":
+                # RFC 4954 AUTH=<...>: accepted and ignored, as Postfix does
+                # for clients it does not trust.
+                pass
+            elif keyword != "SIZE":
+                option = keyword if value is None else f"{keyword}={value}"
+                raise ArgumentSyntaxError(replies.UNSUPPORTED_OPTION.format(option=option))
+        if not sender.isascii() and "SMTPUTF8" not in parameters:
+            raise ArgumentSyntaxError(replies.SMTPUTF8_REQUIRED)
+
     def do_RCPT(self, command: Command) -> None:
         session = self.session
         transaction = session.transaction
@@ -598,9 +632,15 @@ class SMTPServerProtocol(Protocol):
             self._reply(replies.NEED_MAIL)
             return
         try:
-            recipient, _ = parseRcptTo(
+            recipient, parameters = parseRcptTo(
                 command.argument, strict=self._view[params.strict_rfc821_envelopes]
             )
+            for keyword, value in parameters.items():
+                # No DSN is announced, so NOTIFY and ORCPT are not accepted.
+                option = keyword if value is None else f"{keyword}={value}"
+                raise ArgumentSyntaxError(replies.UNSUPPORTED_OPTION.format(option=option))
+            if not recipient.isascii() and "SMTPUTF8" not in transaction.parameters:
+                raise ArgumentSyntaxError(replies.SMTPUTF8_REQUIRED)
         except ArgumentSyntaxError as error:
             self._record("RCPT", False)
             self._reply(error.reply)
