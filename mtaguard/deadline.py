@@ -219,18 +219,21 @@ class Deadline:
         replace the one C{DelayedCall}.
         """
         self._expiresAt = expiresAt
-        delay = max(0.0, expiresAt - self._clock.seconds())
         call = self._call
         if call is None:
+            delay = max(0.0, expiresAt - self._clock.seconds())
             self._call = self._clock.callLater(delay, self._timedOut)
+            self._scheduledAt = expiresAt
         elif expiresAt < self._scheduledAt:
             # reset() to an earlier time is a linear search of the reactor's
             # heap; cancel() is constant and callLater() logarithmic.
             call.cancel()
+            delay = max(0.0, expiresAt - self._clock.seconds())
             self._call = self._clock.callLater(delay, self._timedOut)
-        elif expiresAt > self._scheduledAt:
-            call.reset(delay)
-        self._scheduledAt = expiresAt
+            self._scheduledAt = expiresAt
+        # A later expiry leaves the call where it is: when it fires early,
+        # _timedOut moves it on.  Every read extends the deadline, so this
+        # keeps the per-read cost to two assignments.
 
     def _dropCall(self) -> None:
         """
@@ -248,6 +251,12 @@ class Deadline:
         at all.
         """
         self._call = None
+        now = self._clock.seconds()
+        if self._expiresAt > now:
+            # The deadline moved later since the call was scheduled.
+            self._call = self._clock.callLater(self._expiresAt - now, self._timedOut)
+            self._scheduledAt = self._expiresAt
+            return
         self._active = False
         self._budget = 0.0
         self._expired()

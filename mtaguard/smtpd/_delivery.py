@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.mail.interfaces import IMessageDelivery, IMessageDeliveryFactory, IMessageSMTP
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -103,8 +103,19 @@ class _DeliveredMessage:
         self._finished = True
         if self._partial:
             self.write(b"\r\n")
+        outcomes = []
+        for message in self._messages:
+            try:
+                outcomes.append(message.eomReceived())
+            except Exception:
+                outcomes.append(fail())
+        if all(isinstance(o, Deferred) and o.called and not isinstance(o.result, Failure) for o in outcomes):
+            # The usual case: every message is already stored.
+            for outcome in outcomes:
+                outcome.addErrback(lambda f: None)
+            return succeed(self.queueID)
         results = DeferredList(
-            [maybeDeferred(message.eomReceived) for message in self._messages],
+            [o if isinstance(o, Deferred) else succeed(o) for o in outcomes],
             fireOnOneErrback=True,
             consumeErrors=True,
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -599,9 +599,17 @@ class SMTPServerProtocol(Protocol):
                 self._startCommandDeadline()
             self._done()
 
-        validation = maybeDeferred(check)
-        validation.addCallbacks(good, bad)
-        validation.addBoth(finish)
+        try:
+            result = check()
+        except Exception:
+            result = fail()
+        if not isinstance(result, Deferred):
+            # Most applications answer at once: no Deferred round trip.
+            good(result)
+            finish(None)
+            return
+        result.addCallbacks(good, bad)
+        result.addBoth(finish)
 
     def _checkMailParameters(self, sender: str, parameters: dict[str, str | None]) -> None:
         """
