@@ -549,6 +549,20 @@ class MalformedFileTests(GoldenTestCase):
             "d unix - - n - - smtpd -o -o -o a=b\n",
         )
 
+    def test_foldingQuirks(self) -> None:
+        """
+        Folding counts an argument without the braces Postfix adds, and the
+        first non-option argument is printed without braces.
+        """
+        self.assertSameAsPostfix(
+            [["-M"], ["-Mf"], ["-Ff"], ["-Pe", "*/*/x=1"]],
+            "y fifo n - - 0 0 trivial-rewrite\n  { bhe  bi. j /=j/cjaxibaadydja.hf } -o"
+            " { p = d/eha/bh/egiyxb=ef.dieabj.bgbx gbax/ } -o q=h\n"
+            "z pass y n n - - local { ex.abedy/jb=eh=.=fey } -o syslog_name=fybf=hjj"
+            " hi.eh -o smtpd_x=dbfxfaf/gjg.d=jf.gicxjjccb.hyx -o p=iaic -v"
+            " { bjie.ibfbe=b  ba//cb=x }\n",
+        )
+
     def test_noFinalNewline(self) -> None:
         """
         A file without a final newline: untouched lines keep that, and an

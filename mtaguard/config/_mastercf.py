@@ -152,7 +152,7 @@ def tokenize(text: str) -> list[str]:
     Braces stay in the tokens; L{unbrace} removes them.  A C{}} without a
     matching C{{} is an ordinary character, as in Postfix.
     """
-    tokens = []
+    tokens: list[str] = []
     index = 0
     length = len(text)
     while True:
@@ -473,7 +473,7 @@ def displayArgument(argument: str) -> str:
     return argument
 
 
-def argumentUnits(entry: ServiceEntry) -> list[tuple[str, bool]]:
+def argumentUnits(entry: ServiceEntry) -> list[tuple[str, int, bool]]:
     """
     Group the arguments of C{entry} for display, as C{postconf} does.
 
@@ -481,10 +481,11 @@ def argumentUnits(entry: ServiceEntry) -> list[tuple[str, bool]]:
     unit of its own.  Postfix prints the argument that ends the daemon
     options (the first non-option, or C{--}) without C{{...}}, even when it
     contains whitespace, so that C{pipe { a b }} comes out as C{pipe a b};
-    this quirk is kept so that output and edits match Postfix byte for
-    byte.
+    and when it folds lines it counts the length of an argument without
+    the braces it adds.  Both quirks are kept so that output and edits
+    match Postfix byte for byte.
 
-    @return: C{(text, isOverride)} pairs.
+    @return: C{(text, countedLength, isOverride)} triples.
     """
     units = []
     arguments = entry.arguments
@@ -493,13 +494,14 @@ def argumentUnits(entry: ServiceEntry) -> list[tuple[str, bool]]:
     while index < len(arguments):
         argument = arguments[index]
         if index < end and argument == "-o" and index + 1 < len(arguments):
-            units.append((f"-o {displayArgument(arguments[index + 1])}", True))
+            value = arguments[index + 1]
+            units.append((f"-o {displayArgument(value)}", 3 + len(value), True))
             index += 2
             continue
         if index == end:
-            units.append((argument, False))
+            units.append((argument, len(argument), False))
         else:
-            units.append((displayArgument(argument), False))
+            units.append((displayArgument(argument), len(argument), False))
         index += 1
     return units
 
@@ -518,21 +520,21 @@ def commandText(entry: ServiceEntry, start: int = 0, fold: bool = False) -> str:
     @return: the text, with newlines between folded lines.
     """
     lines = [displayArgument(entry.command)]
-    # After an override the next unit always starts a new line, so track a
-    # length that can exceed the real one.
-    length = start + len(lines[0])
-    for text, isOverride in argumentUnits(entry):
+    # The length Postfix believes the line has: braces are not counted,
+    # and after an override the next unit always starts a new line.
+    length = start + len(entry.command)
+    for text, counted, isOverride in argumentUnits(entry):
         if isOverride:
             length = LINE_LIMIT
         if length <= len(INDENT):
             lines[-1] += text
-            length += len(text)
-        elif not fold or length + 1 + len(text) < LINE_LIMIT:
+            length += counted
+        elif not fold or length + 1 + counted < LINE_LIMIT:
             lines[-1] += " " + text
-            length += 1 + len(text)
+            length += 1 + counted
         else:
             lines.append(INDENT + text)
-            length = len(INDENT) + len(text)
+            length = len(INDENT) + counted
         if isOverride:
             length = LINE_LIMIT
     return "\n".join(lines)

@@ -114,19 +114,19 @@ def _rewrite(text: str, slots: Sequence[_Slot], appended: Sequence[str]) -> str:
     output: list[str] = []
     pending: list[str] = []
     for number, line in enumerate(lines, 1):
-        slot = owner.get(number)
+        owned = owner.get(number)
         kind = lineKind(line.rstrip("\n"))
         if kind == "start":
             output.extend(pending)
             pending = []
-        if slot is None or slot.action == "keep":
+        if owned is None or owned.action == "keep":
             output.append(line)
-        elif slot.action == "comment":
+        elif owned.action == "comment":
             output.append("#" + line)
-        elif number == slot.entry.firstLine and slot.action == "here":
-            output.append(formatEntry(slot.entry, fold=True) + "\n")
-        elif number == slot.entry.firstLine and slot.action == "later":
-            pending.append(formatEntry(slot.entry, fold=True) + "\n")
+        elif number == owned.entry.firstLine and owned.action == "here":
+            output.append(formatEntry(owned.entry, fold=True) + "\n")
+        elif number == owned.entry.firstLine and owned.action == "later":
+            pending.append(formatEntry(owned.entry, fold=True) + "\n")
     output.extend(pending)
     output.extend(appended)
     return "".join(output)

@@ -275,8 +275,9 @@ def runMaster(
         as C{-F} shows them (C{-} kept; C{command} includes the arguments).
         For C{-F} and C{-P}: a flat object such as C{{"smtp/inet/chroot":
         "y", "relay/unix/syslog_name": "postfix/$service_name"}}, in output
-        order; a name printed twice keeps the last value.  Warnings still go
-        to C{err}.
+        order; a name printed twice keeps the last value; C{-P} values keep
+        their whitespace (the text output collapses it, as Postfix does).
+        Warnings still go to C{err}.
     @param out: where the answer goes.
     @param err: where C{mtaguard-postconf: fatal: ...} and C{...: warning:
         ...} messages go, with Postfix's text after the prefix.
