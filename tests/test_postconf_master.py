@@ -563,6 +563,26 @@ class MalformedFileTests(GoldenTestCase):
             " { bjie.ibfbe=b  ba//cb=x }\n",
         )
 
+    def test_duplicates(self) -> None:
+        """
+        The same name/type twice: C{-M} and C{-F} show both entries, C{-P}
+        shows the first entry's parameters for both, and edits change both.
+        """
+        self.assertSameAsPostfix(
+            [["-M"], ["-F"], ["-P"], ["-Pe", "a/unix/x=1"], ["-PX", "a/unix/p"]],
+            "a unix - - n - - x -o p=1\nb unix - - n - - z\na unix - - n - - y -o q=2\n",
+        )
+
+    def test_emptyFields(self) -> None:
+        """
+        Postfix writes empty fields set with C{-F}; an empty service name
+        shifts the other columns left.
+        """
+        self.assertSameAsPostfix(
+            [["-Fe", "a/unix/process_limit="], ["-M"], ["-Fe", "a/unix/service="], ["-M"]],
+            "a unix - - n - - smtpd -o a=1 -o b=0 -o a=2\n",
+        )
+
     def test_noFinalNewline(self) -> None:
         """
         A file without a final newline: untouched lines keep that, and an

@@ -552,9 +552,14 @@ def formatEntry(entry: ServiceEntry, fold: bool = False) -> str:
     """
     fields = entry.fields()
     line = fields[0]
+    # Like Postfix, pad only after something was printed: an empty name
+    # (possible after "postconf -F name/type/service=") shifts the line.
     for goal, field in zip(COLUMN_GOALS[1:], fields[1:]):
-        line += " " * max(1, goal - len(line)) + field
-    line += " " * max(1, COLUMN_GOALS[-1] - len(line))
+        if line:
+            line += " " * max(1, goal - len(line))
+        line += field
+    if line:
+        line += " " * max(1, COLUMN_GOALS[-1] - len(line))
     return line + commandText(entry, len(line), fold)
 
 

@@ -73,6 +73,22 @@ def parameters(entry: ServiceEntry) -> list[tuple[str, str]]:
     return [(name, latest[name]) for name in sorted(latest)]
 
 
+def parameterTables(parsed: ParsedMasterCf) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """
+    @return: what C{postconf -P} shows for each service name and type.
+        Postfix keeps one parameter table per name and type: entries that
+        share them share the table, where the first entry's value of a
+        parameter wins over later entries' (within one entry, the last
+        C{-o} wins).
+    """
+    merged: dict[tuple[str, str], dict[str, str]] = {}
+    for entry in parsed.entries:
+        table = merged.setdefault(entry.key(), {})
+        for name, value in parameters(entry):
+            table.setdefault(name, value)
+    return {key: sorted(table.items()) for key, table in merged.items()}
+
+
 def foldWords(prefix: str, value: str) -> str:
     """
     Fold C{prefix} followed by the words of C{value} the way C{postconf
@@ -141,6 +157,7 @@ def _show(
     services: list[dict[str, str]] = []
     flat: dict[str, str] = {}
     lines: list[str] = []
+    tables = parameterTables(parsed)
     # Postfix walks the entries in file order and, for each, the requests
     # in argument order; an entry matched twice is shown twice.
     for entry in parsed.entries:
@@ -169,7 +186,7 @@ def _show(
                             # Postfix prints "name =" for an empty value.
                             lines.append((name + value).rstrip(" "))
             else:
-                for name, value in parameters(entry):
+                for name, value in tables[entry.key()]:
                     if pattern[2] in ("*", name):
                         matched[index] = True
                         flat[prefix + name] = value
