@@ -267,6 +267,56 @@ class LocalDeliveryTests(ManagerTestsMixin, SynchronousTestCase):
         self.assertIn("corrupt queue file", self.lines()[0])
 
 
+class RecipientsHintTests(ManagerTestsMixin, SynchronousTestCase):
+    """
+    L{LocalDeliveryManager.queued} with the envelope's recipients skips
+    reading relay-only messages back.
+    """
+
+    def setUp(self) -> None:
+        self.setUpManager(ManualWorker())
+
+    def test_relayOnlyNotRead(self) -> None:
+        """
+        Given recipients none of which is local, the manager schedules no
+        work at all: the file stays in C{active/} for the relay transport.
+        """
+        queueID = self.commit("carol@remote.example", "dave@other.example")
+        self.manager.queued(queueID, ["carol@remote.example", "dave@other.example"])
+        self.assertEqual(len(self.worker.pending), 0)
+        self.assertEqual(os.listdir(self.store.activeDirectory), [queueID])
+
+    def test_localRecipientDelivered(self) -> None:
+        """
+        Given recipients with a local one, the message is read and its local
+        recipients delivered as without them.
+        """
+        queueID = self.commit("alice@mx.example", "carol@remote.example")
+        self.manager.queued(queueID, ("carol@remote.example", "alice@mx.example"))
+        self.worker.runAll()
+        self.assertEqual(len(self.mailbox("alice")), 1)
+        self.assertEqual(os.listdir(self.store.activeDirectory), [queueID])
+
+    def test_withoutRecipientsReads(self) -> None:
+        """
+        The old call, without recipients, still reads the file to find the
+        local ones (here none).
+        """
+        queueID = self.commit("carol@remote.example")
+        self.manager.queued(queueID)
+        self.assertEqual(len(self.worker.pending), 1)
+        self.worker.runAll()
+        self.assertEqual(os.listdir(self.store.activeDirectory), [queueID])
+        self.assertEqual(self.lines(), [])
+
+    def test_oneStringRefused(self) -> None:
+        """
+        A single address instead of a collection is a programming error
+        (its characters would be taken for recipients).
+        """
+        self.assertRaises(TypeError, self.manager.queued, "4dFVrw1s5xz1", "alice@mx.example")
+
+
 class CrashTests(ManagerTestsMixin, SynchronousTestCase):
     """
     A crash at any point of local delivery loses no message: a restart

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from typing import Callable
 
 from twisted.internet.task import Clock
@@ -16,12 +17,14 @@ from zope.interface.verify import verifyObject
 from mtaguard.interfaces import IQueue, IQueuedMessage, IQueueWorker
 from mtaguard.queue import (
     MAX_PENDING_BYTES,
+    ConcurrentCalls,
     Envelope,
     FileSystem,
     ManualWorker,
     QueueStore,
     SynchronousWorker,
     parseQueueFile,
+    serialCalls,
 )
 from mtaguard.queue._store import WRITE_BEHIND_BYTES
 
@@ -110,6 +113,7 @@ class CountingFileSystem(FileSystem):
     def __init__(self, failures: dict[str, int] | None = None) -> None:
         super().__init__()
         self.fileSyncs = 0
+        lock = threading.Lock()
         self.directorySyncs: list[str] = []
         self.failures = dict(failures or {})
         realOpen, realWrite, realFsync, realLink = os.open, os.write, os.fsync, os.link
@@ -127,7 +131,8 @@ class CountingFileSystem(FileSystem):
                 self.directorySyncs.append(os.path.basename(os.readlink(f"/proc/self/fd/{descriptor}")))
                 failing("fsyncDirectory", realFsync)(descriptor)
             else:
-                self.fileSyncs += 1
+                with lock:  # file fsyncs run in several threads
+                    self.fileSyncs += 1
                 failing("fsync", realFsync)(descriptor)
 
         self.open = failing("open", realOpen)  # type: ignore[assignment]
@@ -145,8 +150,8 @@ class GroupCommitTests(StoreTestsMixin, SynchronousTestCase):
     def test_concurrentCommitsShareDirectorySyncs(self) -> None:
         """
         Twenty messages committed while the worker is busy are written in
-        one batch: twenty file fsyncs, but one fsync of C{active/} and one
-        of C{incoming/}; every commit fires after that batch.
+        one batch: twenty file fsyncs, but one fsync of C{active/} (and none
+        of C{incoming/}); every commit fires after that batch.
         """
         worker = ManualWorker()
         fileSystem = CountingFileSystem()
@@ -162,11 +167,12 @@ class GroupCommitTests(StoreTestsMixin, SynchronousTestCase):
             message.commit().addCallback(results.append)
         worker.runNext()
         self.assertEqual(results, [])
-        self.assertEqual(len(worker.pending), 1)
-        worker.runNext()
+        # The first batch's active/ fsync, and the second batch's filing.
+        self.assertEqual(len(worker.pending), 2)
+        worker.runAll()
         self.assertEqual(len(results), 20)
         self.assertEqual(fileSystem.fileSyncs, 21)
-        self.assertEqual(sorted(fileSystem.directorySyncs), ["active", "active", "incoming", "incoming"])
+        self.assertEqual(sorted(fileSystem.directorySyncs), ["active", "active"])
         self.assertEqual(store.batches, 2)
         self.assertEqual(sorted(os.listdir(store.activeDirectory)), sorted(results + [first.queueID]))
 
@@ -491,3 +497,423 @@ class SyncFileSystemTests(StoreTestsMixin, SynchronousTestCase):
             self.assertEqual(self.failureResultOf(committed, OSError).value.errno, errno.EIO)
         self.assertEqual(len(set(os.listdir(store.activeDirectory)) - before), 1)
         self.assertEqual(os.listdir(store.incomingDirectory), [])
+
+
+class RecordingFileSystem(FileSystem):
+    """
+    The real file-system calls, logging (in call order, from any thread)
+    the ones that matter for durability, each with the queue ID or the
+    directory it concerns: C{("write", id)}, C{("fsync", id)},
+    C{("fsyncEnd", id)}, C{("fsyncDirectory", name)}, C{("link", id)},
+    C{("unlink", directory, id)}.  The test appends C{("ack", id)} when a
+    commit fires.
+
+    @ivar fileSync: called (outside the log lock) for every file fsync
+        before the real one; a test replaces it to block or fail.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[str, ...]] = []
+        self.lock = threading.Lock()
+        self.names: dict[int, str] = {}
+        self.fileSync: Callable[[int], None] = lambda descriptor: None
+
+        def record(*entry: str) -> None:
+            with self.lock:
+                self.log.append(entry)
+
+        def open_(path: str, flags: int, mode: int) -> int:
+            descriptor = os.open(path, flags, mode)
+            self.names[descriptor] = os.path.basename(path)
+            return descriptor
+
+        def write(descriptor: int, data: bytes) -> int:
+            record("write", self.names[descriptor])
+            return os.write(descriptor, data)
+
+        def pwrite(descriptor: int, data: bytes, offset: int) -> int:
+            record("write", self.names[descriptor])
+            return os.pwrite(descriptor, data, offset)
+
+        def fsync(descriptor: int) -> None:
+            if descriptor not in self.names:
+                record("fsyncDirectory", os.path.basename(os.readlink(f"/proc/self/fd/{descriptor}")))
+                os.fsync(descriptor)
+                return
+            name = self.names[descriptor]
+            record("fsync", name)
+            self.fileSync(descriptor)
+            os.fsync(descriptor)
+            record("fsyncEnd", name)
+
+        def link(source: str, target: str) -> None:
+            os.link(source, target)
+            record("link", os.path.basename(target))
+
+        def unlink(path: str) -> None:
+            os.unlink(path)
+            record("unlink", os.path.basename(os.path.dirname(path)), os.path.basename(path))
+
+        def close(descriptor: int) -> None:
+            del self.names[descriptor]
+            os.close(descriptor)
+
+        self.open = open_  # type: ignore[assignment]
+        self.write = write  # type: ignore[assignment]
+        self.pwrite = pwrite  # type: ignore[assignment]
+        self.fsync = fsync
+        self.link = link
+        self.unlink = unlink
+        self.close = close
+
+    def ack(self, queueID: str) -> str:
+        """
+        Log that C{queueID}'s commit fired (the server would answer 250).
+        """
+        with self.lock:
+            self.log.append(("ack", queueID))
+        return queueID
+
+
+def assertDurableBeforeAck(test: SynchronousTestCase, log: list[tuple[str, ...]]) -> int:
+    """
+    Check, for every acknowledged message in C{log}, the order that makes
+    the acknowledgement safe: its last write, then its file fsync returned,
+    then its link into C{active/}, then an fsync of C{active/} begun after
+    that link, then the acknowledgement.  Also: nothing is ever linked into
+    C{active/} before its own fsync returned, and C{incoming/} is never
+    fsync'ed.
+
+    @return: the number of acknowledged messages.
+    """
+    acked = 0
+    for index, entry in enumerate(log):
+        if entry[0] == "link":
+            queueID = entry[1]
+            before = log[:index]
+            test.assertIn(("fsyncEnd", queueID), before, f"{queueID} linked before its fsync returned")
+            lastWrite = max(i for i, e in enumerate(before) if e == ("write", queueID))
+            test.assertLess(lastWrite, before.index(("fsyncEnd", queueID)), f"{queueID} written after its fsync")
+        if entry[0] == "ack":
+            acked += 1
+            queueID = entry[1]
+            before = log[:index]
+            test.assertIn(("link", queueID), before)
+            linked = before.index(("link", queueID))
+            test.assertIn(
+                ("fsyncDirectory", "active"), before[linked + 1 :], f"{queueID} acknowledged before active/ was fsync'ed"
+            )
+        test.assertNotEqual(entry, ("fsyncDirectory", "incoming"))
+    return acked
+
+
+class ConcurrentFsyncTests(StoreTestsMixin, SynchronousTestCase):
+    """
+    The files of one batch are fsync'ed at the same time, in several
+    threads, and only then linked and their directory fsync'ed.
+    """
+
+    def busyStore(self) -> tuple[ManualWorker, RecordingFileSystem, QueueStore]:
+        """
+        @return: a store whose first batch (one message) is held by the
+            worker, so that the next commits form one batch together.
+        """
+        worker = ManualWorker()
+        fileSystem = RecordingFileSystem()
+        store = self.makeStore(worker, fileSystem)
+        store.newMessage(anEnvelope()).commit().addCallback(fileSystem.ack)
+        return worker, fileSystem, store
+
+    def test_filesSyncedConcurrently(self) -> None:
+        """
+        Three files of one batch are fsync'ed from three threads at once:
+        each fsync waits on a barrier that only three concurrent callers
+        pass (fsyncs one after another would break it and fail the
+        commits).
+        """
+        worker, fileSystem, store = self.busyStore()
+        barrier = threading.Barrier(3, timeout=30)
+        threads: set[str] = set()
+        messages = [store.newMessage(anEnvelope()) for _ in range(3)]
+        descriptors = {message._descriptor for message in messages}
+
+        def fileSync(descriptor: int) -> None:
+            if descriptor in descriptors:
+                threads.add(threading.current_thread().name)
+                barrier.wait()
+
+        fileSystem.fileSync = fileSync
+        commits = [message.commit().addCallback(fileSystem.ack) for message in messages]
+        worker.runAll()
+        for committed in commits:
+            self.successResultOf(committed)
+        self.assertEqual(len(threads), 3)
+        self.assertNotIn(threading.current_thread().name, threads)
+        self.assertEqual(assertDurableBeforeAck(self, fileSystem.log), 4)
+        self.assertEqual(store.batches, 2)
+
+    def test_linkAfterEveryFileSync(self) -> None:
+        """
+        No file of the batch is linked into C{active/} and C{active/} is not
+        fsync'ed until every file fsync of the batch has returned; then
+        C{active/} is fsync'ed once, and C{incoming/} never.
+        """
+        worker, fileSystem, store = self.busyStore()
+        commits = [store.newMessage(anEnvelope()).commit().addCallback(fileSystem.ack) for _ in range(5)]
+        worker.runNext()  # the first batch files
+        worker.runNext()  # the first batch syncs
+        self.assertEqual(len(worker.pending), 1)  # the five file
+        del fileSystem.log[:]
+        worker.runAll()
+        queueIDs = [self.successResultOf(committed) for committed in commits]
+        kinds = [entry[0] for entry in fileSystem.log if entry[0] != "write"]
+        # The five fsyncs start and end in any order (they are concurrent),
+        # but all of them end before the first link.
+        self.assertEqual(sorted(kinds[:10]), ["fsync"] * 5 + ["fsyncEnd"] * 5)
+        self.assertEqual(kinds[10:], ["link"] * 5 + ["fsyncDirectory"] + ["unlink"] * 5 + ["ack"] * 5)
+        self.assertIn(("fsyncDirectory", "active"), fileSystem.log)
+        self.assertEqual(assertDurableBeforeAck(self, fileSystem.log), 5)
+        self.assertEqual(sorted(os.listdir(store.activeDirectory))[-5:], sorted(queueIDs))
+
+    def test_oneFsyncFailsOthersCommit(self) -> None:
+        """
+        When one of the batch's concurrent file fsyncs fails, only that
+        commit fails; the others are linked and acknowledged, and the
+        failed file is removed.
+        """
+        worker, fileSystem, store = self.busyStore()
+        messages = [store.newMessage(anEnvelope()) for _ in range(3)]
+        failing = messages[1]._descriptor
+
+        def fileSync(descriptor: int) -> None:
+            if descriptor == failing:
+                raise OSError(errno.EIO, "I/O error")
+
+        fileSystem.fileSync = fileSync
+        commits = [message.commit() for message in messages]
+        worker.runAll()
+        self.successResultOf(commits[0])
+        self.assertEqual(self.failureResultOf(commits[1], OSError).value.errno, errno.EIO)
+        self.successResultOf(commits[2])
+        self.assertNotIn(messages[1].queueID, os.listdir(store.activeDirectory))
+        self.assertEqual(os.listdir(store.incomingDirectory), [])
+
+    def test_serialRunner(self) -> None:
+        """
+        L{serialCalls} runs the calls in order and reports each one's
+        exception; L{ConcurrentCalls} reports the same.
+        """
+        calls: list[int] = []
+        error = OSError(errno.EIO, "x")
+
+        def fails() -> None:
+            raise error
+
+        self.assertEqual(serialCalls([lambda: calls.append(1), fails, lambda: calls.append(3)]), [None, error, None])
+        self.assertEqual(calls, [1, 3])
+        runner = ConcurrentCalls(maxThreads=2)
+        self.addCleanup(runner.shutdown)
+        self.assertEqual(runner([lambda: calls.append(4), fails, lambda: calls.append(4)]), [None, error, None])
+        self.assertEqual(calls, [1, 3, 4, 4])
+
+    def test_injectedRunner(self) -> None:
+        """
+        The store hands each batch's file fsyncs to its C{runConcurrently}
+        in one call, and to nothing else.
+        """
+        batches: list[int] = []
+
+        def runner(calls: list[Callable[[], None]]) -> list[BaseException | None]:
+            batches.append(len(calls))
+            return serialCalls(calls)
+
+        worker = ManualWorker()
+        clock = Clock()
+        store = QueueStore(self.mktemp(), reactor=clock, worker=worker, runConcurrently=runner)
+        store.start()
+        self.addCleanup(store.stop)
+        store.newMessage(anEnvelope()).commit()
+        commits = [store.newMessage(anEnvelope()).commit() for _ in range(4)]
+        worker.runAll()
+        for committed in commits:
+            self.successResultOf(committed)
+        self.assertEqual(batches, [1, 4])
+
+
+class OverlapTests(StoreTestsMixin, SynchronousTestCase):
+    """
+    The next batch starts filing as soon as the previous one moves on to
+    its C{active/} fsync; each batch's commits still wait for their own.
+    """
+
+    def test_nextBatchFilesDuringSync(self) -> None:
+        """
+        While batch 1 waits for its C{active/} fsync, batch 2 is already
+        filing; a third batch does not start filing before batch 2 has
+        finished filing.  Running batch 2 entirely before batch 1's sync
+        fires batch 2's commits only, after its own C{active/} fsync.
+        """
+        worker = ManualWorker()
+        fileSystem = RecordingFileSystem()
+        store = self.makeStore(worker, fileSystem)
+        first = store.newMessage(anEnvelope()).commit().addCallback(fileSystem.ack)
+        second = [store.newMessage(anEnvelope()).commit().addCallback(fileSystem.ack) for _ in range(2)]
+        worker.runNext()  # batch 1 files
+        self.assertEqual(len(worker.pending), 2)  # batch 1 syncs, batch 2 files
+        third = store.newMessage(anEnvelope()).commit().addCallback(fileSystem.ack)
+        self.assertEqual(len(worker.pending), 2)  # batch 3 waits for batch 2's filing
+        worker.runNext(1)  # batch 2 files, before batch 1 has synced
+        self.assertEqual(len(worker.pending), 3)  # batch 1 syncs, batch 2 syncs, batch 3 files
+        worker.runNext(1)  # batch 2 syncs
+        for committed in second:
+            self.successResultOf(committed)
+        self.assertNoResult(first)
+        self.assertNoResult(third)
+        worker.runAll()
+        self.successResultOf(first)
+        self.successResultOf(third)
+        self.assertEqual(store.batches, 3)
+        self.assertEqual(assertDurableBeforeAck(self, fileSystem.log), 4)
+
+    def test_callbacksGatherIntoOneBatch(self) -> None:
+        """
+        Writers that commit their next message from the previous commit's
+        callback all land in one batch, rather than the first one starting
+        a batch of its own.
+        """
+        worker = ManualWorker()
+        store = self.makeStore(worker)
+        store.newMessage(anEnvelope()).commit()
+        next: list[object] = []
+
+        def again(queueID: str) -> None:
+            next.append(store.newMessage(anEnvelope()).commit())
+
+        for _ in range(5):
+            store.newMessage(anEnvelope()).commit().addCallback(again)
+        worker.runAll()
+        self.assertEqual(len(next), 5)
+        # 1: the first message; 2: the five; 3: the five committed from the
+        # callbacks, together (not a first one alone, then four).
+        self.assertEqual(store.batches, 3)
+
+    def test_stopWaitsForBothStages(self) -> None:
+        """
+        L{QueueStore.stop} waits for every batch, filing and syncing.
+        """
+        worker = ManualWorker()
+        store = QueueStore(self.mktemp(), reactor=Clock(), worker=worker)
+        store.start()
+        store.newMessage(anEnvelope()).commit()
+        committed = store.newMessage(anEnvelope()).commit()
+        worker.runNext()
+        stopped = store.stop()
+        worker.runNext()
+        self.assertNoResult(stopped)
+        worker.runAll()
+        self.successResultOf(committed)
+        self.successResultOf(stopped)
+
+
+class CrashSafetyTests(StoreTestsMixin, SynchronousTestCase):
+    """
+    A crash at any step of overlapping batches loses no acknowledged
+    message, and leaves nothing but complete messages after the restart.
+    """
+
+    def scenario(self, steps: int, order: Callable[[ManualWorker], int]) -> bool:
+        """
+        Commit messages in three overlapping batches, run C{steps} worker
+        jobs (choosing each with C{order}), crash (abandon the rest), and
+        restart the store over the same directory.  Every acknowledged
+        message must be in C{active/} with its content; every file in
+        C{active/} must parse; C{incoming/} must be empty.
+
+        @return: whether every job had run before the crash.
+        """
+        worker = ManualWorker()
+        fileSystem = RecordingFileSystem()
+        store = self.makeStore(worker, fileSystem)
+        contents: dict[str, bytes] = {}
+
+        def commit(i: int) -> None:
+            message = store.newMessage(anEnvelope())
+            content = b"message %d\r\n" % (i,)
+            message.write(content)
+            contents[message.queueID] = content
+            message.commit().addCallback(fileSystem.ack)
+
+        commit(0)
+        for i in range(1, 4):
+            commit(i)
+        for _ in range(steps):
+            if not worker.pending:
+                break
+            if len(worker.pending) == 2 and len(contents) < 7:
+                for i in range(4, 7):  # arrive while two stages are pending
+                    commit(i)
+            worker.runNext(order(worker))
+        finished = not worker.pending
+        worker.pending.clear()  # the crash
+        acked = [entry[1] for entry in fileSystem.log if entry[0] == "ack"]
+        assertDurableBeforeAck(self, fileSystem.log)
+        for descriptor in list(fileSystem.names):
+            os.close(descriptor)
+        restarted = QueueStore(store.directory, reactor=Clock(), worker=SynchronousWorker())
+        restarted.start()
+        restarted.stop()
+        self.assertEqual(os.listdir(restarted.incomingDirectory), [])
+        active = os.listdir(restarted.activeDirectory)
+        for queueID in acked:
+            self.assertIn(queueID, active)
+        for queueID in active:
+            with open(os.path.join(restarted.activeDirectory, queueID), "rb") as f:
+                self.assertEqual(parseQueueFile(f.read()).content, contents[queueID])
+        return finished
+
+    def test_crashAtEveryStepInOrder(self) -> None:
+        """
+        Running the jobs oldest first, a crash after any number of them is
+        safe.
+        """
+        steps = 0
+        while not self.scenario(steps, lambda worker: 0):
+            steps += 1
+        self.assertGreaterEqual(steps, 5)
+
+    def test_crashAtEveryStepNewestFirst(self) -> None:
+        """
+        Running the newest job first (a later batch overtaking an earlier
+        one's sync), a crash after any number of them is safe.
+        """
+        steps = 0
+        while not self.scenario(steps, lambda worker: len(worker.pending) - 1):
+            steps += 1
+        self.assertGreaterEqual(steps, 5)
+
+    def test_leftoverIncomingLinkRemovedQuietly(self) -> None:
+        """
+        A crash after the C{active/} fsync but before (or with a lost)
+        unlink of the C{incoming/} name leaves two links; the restart
+        removes the C{incoming/} one, without the "unfinished" log line, and
+        the message stays in C{active/} intact.
+        """
+        store = self.makeStore(SynchronousWorker())
+        message = store.newMessage(anEnvelope())
+        message.write(b"kept\r\n")
+        queueID = self.successResultOf(message.commit())
+        os.link(os.path.join(store.activeDirectory, queueID), os.path.join(store.incomingDirectory, queueID))
+        events: list[dict[str, object]] = []
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        restarted = QueueStore(store.directory, reactor=Clock(), worker=SynchronousWorker())
+        restarted.start()
+        self.addCleanup(restarted.stop)
+        self.assertEqual(os.listdir(restarted.incomingDirectory), [])
+        self.assertEqual(os.listdir(restarted.activeDirectory), [queueID])
+        with open(os.path.join(restarted.activeDirectory, queueID), "rb") as f:
+            self.assertEqual(parseQueueFile(f.read()).content, b"kept\r\n")
+        self.assertFalse([e for e in events if "unfinished" in str(e.get("log_format", ""))])

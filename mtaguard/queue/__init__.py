@@ -22,15 +22,18 @@ from ._local import LocalDeliveryManager
 from ._maildir import MaildirAgent
 from ._store import (
     MAX_PENDING_BYTES,
+    ConcurrentCalls,
     FileSystem,
     ManualWorker,
     QueuedMessage,
     QueueStore,
     SynchronousWorker,
     ThreadPoolWorker,
+    serialCalls,
 )
 
 __all__ = [
+    "ConcurrentCalls",
     "Envelope",
     "FileSystem",
     "LocalDeliveryManager",
@@ -49,4 +52,5 @@ __all__ = [
     "ThreadPoolWorker",
     "encodeQueueFile",
     "parseQueueFile",
+    "serialCalls",
 ]

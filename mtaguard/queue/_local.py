@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -71,7 +71,9 @@ class LocalDeliveryManager(Service):
     """
     Deliver the local recipients of committed messages.
 
-    The SMTP server calls L{queued} after each commit; L{start} (or
+    The SMTP server calls L{queued} after each commit (with the
+    envelope's recipients, so that relay-only messages are not read
+    back); L{start} (or
     C{startService}) delivers what a previous run left in C{active/}.
     Recipients that are not local stay pending for the SMTP relay transport.
     """
@@ -132,10 +134,21 @@ class LocalDeliveryManager(Service):
         Service.startService(self)  # type: ignore[no-untyped-call]
         self.start().addErrback(lambda failure: self._log.failure("scanning the queue failed", failure))
 
-    def queued(self, queueID: str) -> None:
+    def queued(self, queueID: str, recipients: Iterable[str] | None = None) -> None:
         """
         Deliver the message just committed as C{queueID}.
+
+        @param recipients: the message's recipients as the caller knows
+            them (the envelope's), or C{None} if it does not.  When given
+            and none of them is local, the queue file is not read at all:
+            the message waits in C{active/} for the relay transport.
+            Without them the file is read to find its local recipients.
         """
+        if recipients is not None:
+            if isinstance(recipients, (str, bytes)):
+                raise TypeError("recipients must be a collection of addresses, not one string")
+            if not any(self._isLocal(recipient) for recipient in recipients):
+                return
         self._enqueue(queueID, self._reactor.seconds())
 
     def _enqueue(self, queueID: str, queuedAt: float) -> None:
