@@ -101,12 +101,13 @@ class SharedServices:
             self._local.setServiceParent(self._top)
         return self._queue
 
-    def queued(self, queueID: str) -> None:
+    def queued(self, queueID: str, recipients: tuple[str, ...]) -> None:
         """
-        A message was committed: deliver what is local.
+        A message was committed: deliver what is local (a message with no
+        local recipient is not even read back).
         """
         if self._local is not None:
-            self._local.queued(queueID)
+            self._local.queued(queueID, recipients)
 
 
 #: Builds the service for one master.cf entry of a runnable program.
@@ -226,10 +227,10 @@ class UnavailableProgram(Service):
     def __init__(self, entry: ServiceEntry, endpoints: tuple[str, ...]) -> None:
         self.entry = entry
         self.endpoints = endpoints
-        self.setName(f"{entry.name}/{entry.type}")
+        Service.setName(self, f"{entry.name}/{entry.type}")
 
     def startService(self) -> None:
-        super().startService()
+        Service.startService(self)
         log.warn(
             "warning: service {service}/{type}: program {command} is not available"
             " in this version of mtaguard; not listening on {endpoints}",
@@ -271,7 +272,7 @@ def makeMasterService(configuration: Configuration, *, reactor: Any) -> MultiSer
         view = configuration.view(entry)
         endpoints = endpointDescriptions(entry, view)
         builder = programBuilders.get(entry.command)
-        child = (
+        child: IService = (
             builder(entry, view, endpoints, shared)
             if builder is not None
             else UnavailableProgram(entry, endpoints)

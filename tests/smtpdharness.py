@@ -37,7 +37,10 @@ class Harness:
         self.queue = MemoryQueue()
         self.queuedIDs: list[str] = []
         self.context = ServerContext(
-            view=self.view, queue=self.queue, clock=self.clock, queued=self.queuedIDs.append
+            view=self.view,
+            queue=self.queue,
+            clock=self.clock,
+            queued=lambda queueID, recipients: self.queuedIDs.append(queueID),
         )
         self.protocol = SMTPServerProtocol(self.context)
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", client, 40000))

@@ -95,7 +95,7 @@ class ServerContext:
         tlsRequired: bool = False,
         wrapperMode: bool = False,
         portal: Any = None,
-        queued: Callable[[str], None] | None = None,
+        queued: Callable[[str, tuple[str, ...]], None] | None = None,
     ) -> None:
         if (queue is None) == (delivery is None):
             raise ValueError("give exactly one of queue and delivery")
@@ -111,7 +111,8 @@ class ServerContext:
         self.wrapperMode = wrapperMode
         #: twisted.cred portal for SMTP AUTH; None: AUTH not offered.
         self.portal = portal
-        self.queued = queued or (lambda queueID: None)
+        #: Told the queue ID and recipients of every committed message.
+        self.queued = queued or (lambda queueID, recipients: None)
         self.policy = RelayPolicy(view)
         self.forbidden = ForbiddenCommands.fromList(view[params.smtpd_forbidden_commands])
         self.bareNewlineExclusions = parseNetworks(view[params.smtpd_forbid_bare_newline_exclusions])
@@ -151,6 +152,10 @@ class SMTPServerProtocol(Protocol):
     # -- connection events ---------------------------------------------------
 
     def connectionMade(self) -> None:
+        # Protocol.transport is typed ITransport | None (None until
+        # makeConnection, which always runs before connectionMade).  Every
+        # "type: ignore[union-attr]" or "[arg-type]" on self.transport in
+        # this class is for that None, which no connected protocol sees.
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         address = getattr(peer, "host", "127.0.0.1")
         port = getattr(peer, "port", 0)
@@ -827,6 +832,8 @@ class SMTPServerProtocol(Protocol):
         self._wait()
         committed = message.commit()
 
+        recipients = tuple(transaction.recipients)
+
         def queued(queueID: str) -> None:
             session.transaction = None
             session.junk = 0
@@ -835,7 +842,7 @@ class SMTPServerProtocol(Protocol):
             if not self._closing:
                 self._write(replies.QUEUED.format(queueID=queueID).toBytes())
                 self._startCommandDeadline()
-            self._context.queued(queueID)
+            self._context.queued(queueID, recipients)
 
         def failed(failure: Failure) -> None:
             session.transaction = None
@@ -849,8 +856,8 @@ class SMTPServerProtocol(Protocol):
                 self._write(replies.QUEUE_FILE_WRITE_ERROR.toBytes())
                 self._startCommandDeadline()
 
-        committed.addCallbacks(queued, failed)  # type: ignore[attr-defined]
-        committed.addBoth(lambda _: self._done())  # type: ignore[attr-defined]
+        committed.addCallbacks(queued, failed)
+        committed.addBoth(lambda _: self._done())
 
     def _endOfData(self, bareLineFeed: bool) -> None:
         self._inData = False

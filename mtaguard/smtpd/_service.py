@@ -45,9 +45,9 @@ class SMTPServerService(Service):
         tlsRequired: bool = False,
         wrapperMode: bool = False,
         portal: Any = None,
-        queued: Callable[[str], None] | None = None,
+        queued: Callable[[str, tuple[str, ...]], None] | None = None,
     ) -> None:
-        self.setName(name)
+        Service.setName(self, name)
         self.endpoints = endpoints
         self._reactor = reactor
         context = ServerContext(
@@ -70,11 +70,11 @@ class SMTPServerService(Service):
         self._listening = False
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        Service.privilegedStartService(self)
         self._listen()
 
     def startService(self) -> None:
-        super().startService()
+        Service.startService(self)
         self._listen()
 
     def _listen(self) -> None:
@@ -112,10 +112,10 @@ class SMTPServerService(Service):
             self._reactor.callWhenRunning(self._reactor.stop)
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
+        Service.stopService(self)
         ports, self.factory.ports = self.factory.ports, []
         self._listening = False
-        return DeferredList([Deferred.fromCoroutine(_stop(port)) for port in ports])  # type: ignore[arg-type]
+        return DeferredList([Deferred.fromCoroutine(_stop(port)) for port in ports])
 
 
 async def _stop(port: IListeningPort) -> None:
