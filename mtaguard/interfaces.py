@@ -42,7 +42,7 @@ class IQueuedMessage(Interface):
         received.  Never blocks; the write happens off the reactor thread.
         """
 
-    def commit() -> object:
+    def commit() -> Deferred[str]:
         """
         Finish the message: write what is pending, fsync the file and its
         directory (grouped with other messages committing at the same time).

@@ -25,7 +25,7 @@ every client away.
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import attr
 from cryptography import x509
@@ -42,6 +42,9 @@ from twisted.python.randbytes import secureRandom
 from zope.interface import Attribute, Interface, implementer
 
 from mtaguard.config import ParameterView, params
+
+if TYPE_CHECKING:
+    from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 log = Logger(namespace="mtaguard.tls")
 
@@ -756,8 +759,10 @@ def _defaultPeerName(tlsProtocol: object) -> str:
     if IPeerName.providedBy(wrapped):
         return str(wrapped.peerName)
     transport = getattr(tlsProtocol, "transport", None)
+    if transport is None:
+        return "unknown[unknown]"
     try:
-        peer = transport.getPeer()  # type: ignore[union-attr]
+        peer = transport.getPeer()
     except Exception:
         return "unknown[unknown]"
     host = getattr(peer, "host", None)
@@ -795,7 +800,7 @@ class NoRenegotiationServerCreator:
         self._reactor = reactor
         self._peerName = peerName
 
-    def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         """
         A new server connection, guarded against renegotiation.
 
@@ -809,7 +814,7 @@ class NoRenegotiationServerCreator:
         peerName = self._peerName
 
         def abort() -> None:
-            tlsProtocol.abortConnection()  # type: ignore[attr-defined]
+            tlsProtocol.abortConnection()
 
         def info(conn: SSL.Connection, where: int, ret: int) -> None:
             # Never raise in here: OpenSSL would swallow or misreport it.
@@ -872,6 +877,8 @@ def peerTLSSummary(transport: ITransport, peerName: str | None = None) -> str:
     @param peerName: the client as Postfix names it; by default
         C{unknown[address]}.
     """
+    # ITransport does not declare getHandle (ISystemHandle does, returning
+    # object); a TLS transport's is its SSL.Connection.
     connection: SSL.Connection = transport.getHandle()  # type: ignore[attr-defined]
     if peerName is None:
         peerName = f"unknown[{getattr(transport.getPeer(), 'host', transport.getPeer())}]"

@@ -20,7 +20,7 @@ one Postfix documents in postconf(5) and implements in mac_expand.c:
 from __future__ import annotations
 
 import re
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, TypeVar, Union
 
 import attr
 
@@ -279,26 +279,30 @@ def _levelKey(text: str) -> tuple[int, int, int]:
     return (int(match.group(1)), int(match.group(2) or 0), int(match.group(3) or 0))
 
 
+#: What a comparison compares: compatibility levels, numbers or strings.
+_Ordered = TypeVar("_Ordered", tuple[int, int, int], int, str)
+
+
 def _compare(left: str, operator: str, right: str, level: bool) -> bool:
-    a: object
-    b: object
     if level:
-        a, b = _levelKey(left), _levelKey(right)
-    elif left.isdigit() and right.isdigit():
-        a, b = int(left), int(right)
-    else:
-        a, b = left, right
+        return _compareValues(_levelKey(left), operator, _levelKey(right))
+    if left.isdigit() and right.isdigit():
+        return _compareValues(int(left), operator, int(right))
+    return _compareValues(left, operator, right)
+
+
+def _compareValues(a: _Ordered, operator: str, b: _Ordered) -> bool:
     if operator == "==":
         return a == b
     if operator == "!=":
         return a != b
     if operator == "<":
-        return a < b  # type: ignore[operator]
+        return a < b
     if operator == "<=":
-        return a <= b  # type: ignore[operator]
+        return a <= b
     if operator == ">=":
-        return a >= b  # type: ignore[operator]
-    return a > b  # type: ignore[operator]
+        return a >= b
+    return a > b
 
 
 class Expander:

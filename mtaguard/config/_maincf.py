@@ -8,7 +8,7 @@ logical-line scanner so that it sees exactly what the parser sees.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import attr
 
@@ -157,7 +157,7 @@ def formatSetting(name: str, value: str) -> str:
     return f"{name} = {value}"
 
 
-__all__: Iterable[str] = [
+__all__ = [
     "LogicalLine",
     "MainCfSyntaxError",
     "ParsedMainCf",

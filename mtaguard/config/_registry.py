@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Callable, Generic, Iterable, Iterator, TypeVar, Union, cast
+from typing import Callable, Generic, Iterable, Iterator, TypedDict, TypeVar, Union, Unpack, cast
 
 import attr
 
@@ -248,53 +248,68 @@ class Registry:
         return self._parameters.keys()
 
 
+class ParameterOptions(TypedDict, total=False):
+    """
+    The optional attributes of a L{Parameter}, as the declaration helpers
+    below take them.
+    """
+
+    minimum: int | None
+    maximum: int | None
+    unit: str
+    choices: tuple[str, ...] | None
+    postfix: bool
+    used: bool
+    note: str
+
+
 #: The one registry.  Declarations live in L{mtaguard.config.params} and
 #: L{mtaguard.config._compat}.
 registry = Registry()
 
 
-def timeParameter(name: str, default: Default, doc: str, **kw: object) -> Parameter[int]:
+def timeParameter(name: str, default: Default, doc: str, **kw: Unpack[ParameterOptions]) -> Parameter[int]:
     """
     Declare a time parameter (value in seconds).
     """
-    return registry.add(Parameter(name, default, Kind.TIME, doc, **kw))  # type: ignore[arg-type]
+    return registry.add(Parameter(name, default, Kind.TIME, doc, **kw))
 
 
-def intParameter(name: str, default: Default, doc: str, **kw: object) -> Parameter[int]:
+def intParameter(name: str, default: Default, doc: str, **kw: Unpack[ParameterOptions]) -> Parameter[int]:
     """
     Declare an integer parameter.
     """
-    return registry.add(Parameter(name, default, Kind.INT, doc, **kw))  # type: ignore[arg-type]
+    return registry.add(Parameter(name, default, Kind.INT, doc, **kw))
 
 
-def boolParameter(name: str, default: Default, doc: str, **kw: object) -> Parameter[bool]:
+def boolParameter(name: str, default: Default, doc: str, **kw: Unpack[ParameterOptions]) -> Parameter[bool]:
     """
     Declare a yes/no parameter.
     """
-    return registry.add(Parameter(name, default, Kind.BOOL, doc, **kw))  # type: ignore[arg-type]
+    return registry.add(Parameter(name, default, Kind.BOOL, doc, **kw))
 
 
-def stringParameter(name: str, default: Default, doc: str, **kw: object) -> Parameter[str]:
+def stringParameter(name: str, default: Default, doc: str, **kw: Unpack[ParameterOptions]) -> Parameter[str]:
     """
     Declare a string parameter (optionally an enumeration, with C{choices}).
     """
-    return registry.add(Parameter(name, default, Kind.STRING, doc, **kw))  # type: ignore[arg-type]
+    return registry.add(Parameter(name, default, Kind.STRING, doc, **kw))
 
 
 def listParameter(
-    name: str, default: Default, doc: str, **kw: object
+    name: str, default: Default, doc: str, **kw: Unpack[ParameterOptions]
 ) -> Parameter[tuple[str, ...]]:
     """
     Declare a list parameter (items separated by whitespace or commas).
     """
-    return registry.add(Parameter(name, default, Kind.LIST, doc, **kw))  # type: ignore[arg-type]
+    return registry.add(Parameter(name, default, Kind.LIST, doc, **kw))
 
 
 def mapParameter(
-    name: str, default: Default, doc: str, **kw: object
+    name: str, default: Default, doc: str, **kw: Unpack[ParameterOptions]
 ) -> Parameter[tuple[str, ...]]:
     """
     Declare a parameter whose value is a list of lookup tables
     (C{type:name}).
     """
-    return registry.add(Parameter(name, default, Kind.MAP, doc, **kw))  # type: ignore[arg-type]
+    return registry.add(Parameter(name, default, Kind.MAP, doc, **kw))

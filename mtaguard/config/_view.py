@@ -12,7 +12,7 @@ two by setting L{ParameterView.stress}, without reloading anything.
 
 from __future__ import annotations
 
-from typing import AbstractSet, Mapping, TypeVar
+from typing import AbstractSet, Any, Mapping, TypeVar
 
 from ._expand import ExpansionError, Expander
 from ._registry import InvalidValue, Parameter, Registry, registry as _registry
@@ -86,10 +86,10 @@ class ParameterView:
         self._affected = affected
         self.stress = False
         self._expanded: tuple[dict[str, str], dict[str, str]] = ({}, {})
-        self._typed: tuple[dict[Parameter[object], object], dict[Parameter[object], object]] = (
-            {},
-            {},
-        )
+        # Converted values for normal and stress mode.  Each cache maps a
+        # Parameter[T] to a T, which a dict type cannot say: the values are
+        # Any, and each read assigns its value to a variable of type T.
+        self._typed: tuple[dict[Parameter[Any], Any], dict[Parameter[Any], Any]] = ({}, {})
 
     def _rawAt(self, name: str, stress: bool) -> str | None:
         if name == "stress":
@@ -151,7 +151,8 @@ class ParameterView:
             return self._parent._typedAt(parameter, stress)
         cache = self._typed[stress]
         try:
-            return cache[parameter]  # type: ignore[index,return-value]
+            cached: T = cache[parameter]
+            return cached
         except KeyError:
             pass
         text = self._expandAt(parameter.name, stress)
@@ -159,7 +160,7 @@ class ParameterView:
             value = parameter.convert(text)
         except InvalidValue as error:
             raise ParameterError(parameter.name, self.origin(parameter.name), str(error)) from None
-        cache[parameter] = value  # type: ignore[index]
+        cache[parameter] = value
         return value
 
     def __getitem__(self, parameter: Parameter[T]) -> T:
@@ -171,7 +172,8 @@ class ParameterView:
         cache = self._typed[self.stress]
         try:
             # The hot path: services look parameters up per command.
-            return cache[parameter]  # type: ignore[return-value]
+            cached: T = cache[parameter]
+            return cached
         except KeyError:
             value = self._typedAt(parameter, self.stress)
             # A value answered by the parent is the same for this view (the

@@ -367,7 +367,9 @@ class _UserNameRealm:
     more than who the client is.
     """
 
-    def requestAvatar(self, avatarId, mind, *interfaces):  # type: ignore[no-untyped-def]
+    def requestAvatar(
+        self, avatarId: bytes | tuple[()], mind: object, *interfaces: type[Interface]
+    ) -> tuple[type[Interface], str, Callable[[], None]]:
         if IAuthenticatedUser not in interfaces:
             raise NotImplementedError("only IAuthenticatedUser is provided")
         name = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else str(avatarId)
@@ -636,10 +638,10 @@ class PasswordFileChecker:
         except PasswordFileError:
             return fail()
         # IUsernamePassword says bytes, but str is common in cred code.
-        rawName: object = credentials.username
+        rawName: str | bytes = credentials.username
         rawPassword: object = credentials.password
         username = (
-            rawName.encode("utf-8", "surrogateescape") if isinstance(rawName, str) else bytes(rawName)  # type: ignore[call-overload]
+            rawName.encode("utf-8", "surrogateescape") if isinstance(rawName, str) else bytes(rawName)
         )
         password = (
             rawPassword.decode("utf-8", "surrogateescape")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, succeed
 from twisted.mail.interfaces import IMessageDelivery, IMessageDeliveryFactory, IMessageSMTP
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -122,10 +122,12 @@ class _DeliveredMessage:
 
         def unwrap(failure: Failure) -> Failure:
             # DeferredList wraps the first error; give the caller the cause.
-            return failure.value.subFailure  # type: ignore[no-any-return]
+            error = failure.value
+            if isinstance(error, FirstError):
+                return error.subFailure
+            return failure
 
-        results.addCallbacks(lambda _: self.queueID, unwrap)
-        return results  # type: ignore[return-value]
+        return results.addCallbacks(lambda _: self.queueID, unwrap)
 
     def abort(self) -> None:
         if self._finished:
@@ -161,7 +163,9 @@ class DeliveryQueue:
         if self._delivery is not None:
             return self._delivery
         assert self._factory is not None
-        return self._factory.getMessageDelivery()  # type: ignore[no-any-return]
+        # IMessageDeliveryFactory's methods are not annotated.
+        delivery: IMessageDelivery = self._factory.getMessageDelivery()
+        return delivery
 
     def newMessage(self, factories: list[Callable[[], IMessageSMTP]]) -> IQueuedMessage:
         """

@@ -40,6 +40,8 @@ class _Refused(Protocol):
         self._reply = reply
 
     def connectionMade(self) -> None:
+        # Protocol.transport is Optional until makeConnection, which has
+        # run by the time connectionMade is called.
         self.transport.write(self._reply)  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
 
@@ -53,7 +55,7 @@ class SMTPServerFactory(Factory):
         accepting stops.
     """
 
-    protocol = SMTPServerProtocol  # type: ignore[assignment]
+    protocol = SMTPServerProtocol
 
     def __init__(self, context: ServerContext, *, processLimit: int) -> None:
         self.context = context
@@ -105,7 +107,7 @@ class SMTPServerFactory(Factory):
     def _clock(self) -> IReactorTime:
         return self.context.clock
 
-    def buildProtocol(self, addr: IAddress) -> Optional[Protocol]:
+    def buildProtocol(self, addr: IAddress | None) -> Optional[Protocol]:
         view = self.context.view
         host = getattr(addr, "host", "")
         reply = self._limitReply(host)
@@ -224,6 +226,9 @@ class SMTPServerFactory(Factory):
         self._accepting = accepting
         for port in self.ports:
             # Sessions beyond the limit wait in the kernel's listen backlog.
+            # IListeningPort does not declare startReading/stopReading;
+            # the ports that endpoints listen on (tcp.Port) are
+            # FileDescriptors, which have them.
             if accepting:
                 port.startReading()  # type: ignore[attr-defined]
             else:

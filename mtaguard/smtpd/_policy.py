@@ -12,8 +12,9 @@ C{permit_sasl_authenticated}, so mtaguard is never an open relay by default.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
-from typing import Iterable, Sequence, Union
+from typing import Final, Iterable, Sequence, Union
 
 import attr
 
@@ -183,7 +184,7 @@ class RelayPolicy:
 
     def _evaluate(
         self, restrictions: Sequence[str], client: ClientFacts, recipient: str
-    ) -> Reply | object | None:
+    ) -> Reply | _Permit | None:
         for restriction in restrictions:
             name = restriction.lower()
             if name == "permit_mynetworks":
@@ -214,7 +215,16 @@ class RelayPolicy:
         return None
 
 
-_PERMIT = object()
+class _Permit(enum.Enum):
+    """
+    The verdict of a restriction that accepts: later restrictions of the
+    same list are not evaluated.
+    """
+
+    PERMIT = "permit"
+
+
+_PERMIT: Final = _Permit.PERMIT
 
 #: The reply of the C{reject} and C{defer} restrictions (code replaced).
 ACCESS_DENIED = Reply(554, "5.7.1", "<{recipient}>: Recipient address rejected: Access denied")
