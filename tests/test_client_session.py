@@ -6,7 +6,7 @@ next hop, honest or not, and what becomes of each recipient.
 from __future__ import annotations
 
 import base64
-from typing import Optional, Sequence
+from typing import Sequence
 
 from twisted.trial.unittest import SynchronousTestCase
 
