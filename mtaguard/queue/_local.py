@@ -131,7 +131,7 @@ class LocalDeliveryManager(Service):
         """
         Start with the application; see L{start}.
         """
-        Service.startService(self)  # type: ignore[no-untyped-call]
+        Service.startService(self)
         self.start().addErrback(lambda failure: self._log.failure("scanning the queue failed", failure))
 
     def queued(self, queueID: str, recipients: Iterable[str] | None = None) -> None:

@@ -720,13 +720,13 @@ class QueueStore(Service):
         Start the store with the application; see L{start}.
         """
         self.start()
-        Service.startService(self)  # type: ignore[no-untyped-call]
+        Service.startService(self)
 
     def stopService(self) -> Deferred[None]:
         """
         Stop the store with the application; see L{stop}.
         """
-        Service.stopService(self)  # type: ignore[no-untyped-call]
+        Service.stopService(self)
         return self.stop()
 
     def _busy(self) -> bool:
