@@ -75,7 +75,8 @@ class SharedServices:
         under C{data_directory}.
         """
         if self._queue is None:
-            from .queue import QueueStore
+            from .queue import FileSystem, QueueStore
+            from .queue._store import linuxSyncfs
             from .queue._local import LocalDeliveryManager
             from .queue._maildir import MaildirAgent
             from .smtpd._policy import RelayPolicy
@@ -85,7 +86,14 @@ class SharedServices:
             # with a Postfix on the same host (its default is Postfix's
             # spool), whose incoming/ and active/ must never be touched.
             directory = os.path.join(view[params.queue_directory], QUEUE_SUBDIRECTORY)
-            self._queue = QueueStore(directory, reactor=self.reactor)
+            fileSystem = FileSystem()
+            if view[params.mtaguard_queue_sync] == "syncfs":
+                fileSystem.syncFileSystem = linuxSyncfs()
+                if fileSystem.syncFileSystem is None:
+                    raise ConfigurationError(
+                        "mtaguard_queue_sync = syncfs: syncfs(2) is not available here"
+                    )
+            self._queue = QueueStore(directory, reactor=self.reactor, fileSystem=fileSystem)
             self._queue.setName("queue")
             self._queue.setServiceParent(self._top)
             agent = MaildirAgent(view[params.data_directory], hostname=view[params.myhostname])

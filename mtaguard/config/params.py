@@ -2012,6 +2012,16 @@ tls_random_reseed_period = timeParameter(
 
 # --- mtaguard's own parameters ------------------------------------------------
 
+mtaguard_queue_sync = stringParameter(
+    "mtaguard_queue_sync",
+    "fsync",
+    "How a batch of queue commits reaches stable storage: fsync each file, or"
+    " syncfs (one file-system flush per batch; faster, but it also flushes other"
+    " programs' data on that file system).",
+    choices=("fsync", "syncfs"),
+    postfix=False,
+)
+
 mtaguard_sasl_password_file = stringParameter(
     "mtaguard_sasl_password_file",
     "",
