@@ -703,25 +703,26 @@ class SMTPServerProtocol(Protocol):
         session = self.session
         transaction = session.transaction
         assert transaction is not None
-        envelope = Envelope(
-            sender=transaction.sender,
-            recipients=tuple(transaction.recipients),
-            parameters=tuple(transaction.parameters.items()),
-            clientAddress=session.clientAddress,
-            clientPort=session.clientPort,
-            clientName=session.clientName,
-            helo=session.helo or "",
-            protocol=session.protocol,
-            tls=session.tls,
-            authUser=session.authUser,
-            arrival=self._clock.seconds(),
-        )
         try:
             if self._context.delivery is not None:
                 message = self._context.delivery.newMessage(transaction.factories)
             else:
                 assert self._context.queue is not None
-                message = self._context.queue.newMessage(envelope)
+                message = self._context.queue.newMessage(
+                    Envelope(
+                        sender=transaction.sender,
+                        recipients=tuple(transaction.recipients),
+                        parameters=tuple(transaction.parameters.items()),
+                        clientAddress=session.clientAddress,
+                        clientPort=session.clientPort,
+                        clientName=session.clientName,
+                        helo=session.helo or "",
+                        protocol=session.protocol,
+                        tls=session.tls,
+                        authUser=session.authUser,
+                        arrival=self._clock.seconds(),
+                    )
+                )
         except OSError as error:
             log.warn(
                 "warning: {client}: cannot create queue file: {error}",
@@ -734,7 +735,7 @@ class SMTPServerProtocol(Protocol):
         transaction.message = message
         log.info("{queueID}: client={client}", queueID=message.queueID, client=session.client)
         message.registerProducer(self.transport, True)
-        header = self._receivedHeader(message.queueID)
+        header = None
         if transaction.delivery is not None:
             # The application's own Received header, as twisted.mail does.
             own = transaction.delivery.receivedHeader(
@@ -745,7 +746,7 @@ class SMTPServerProtocol(Protocol):
             )
             if own:
                 header = own if own.endswith(b"\r\n") else own + b"\r\n"
-        message.write(header)
+        message.write(header or self._receivedHeader(message.queueID))
         return True
 
     def _receivedHeader(self, queueID: str) -> bytes:
