@@ -66,23 +66,6 @@ class ServiceEntry(Protocol):
         """
 
 
-#: Parameters whose values Postfix never expands (and never scans for
-#: C{$name}): found by setting every parameter to C{x$mail_name} and
-#: asking the real C{postconf -x}.
-RAW_PARAMETERS = frozenset(
-    {
-        "command_execution_directory",
-        "default_rbl_reply",
-        "forward_path",
-        "luser_relay",
-        "mailbox_command",
-        "postscreen_expansion_filter",
-        "postscreen_reject_footer",
-        "smtpd_expansion_filter",
-        "smtpd_reject_footer",
-    }
-)
-
 #: Obsolete names that Postfix still knows because some built-in default
 #: mentions them (C{virtual_alias_maps = $virtual_maps}): a query by name
 #: answers (with an empty default), but full listings leave them out unless
@@ -327,16 +310,19 @@ def knownNames(
             expanded = classes
         for className in expanded.replace(",", " ").split():
             flag(className, "main.cf")
+    # Postfix never expands (nor scans for $name) a few values; the
+    # registry knows which.
+    raw = registry.rawNames
     for service in services:
         for name, value in overridePairs(service):
-            if name not in RAW_PARAMETERS:
+            if name not in raw:
                 scan(value, "master.cf")
     for name in sorted(builtin):
-        if name in RAW_PARAMETERS or name in mainValues:
+        if name in raw or name in mainValues:
             continue
         scan(defaults[name], "main.cf")
     for name, value in mainValues.items():
-        if name in RAW_PARAMETERS:
+        if name in raw:
             continue
         scan(value, "main.cf")
 
@@ -381,7 +367,6 @@ def unusedParameters(
 __all__: Sequence[str] = [
     "KnownNames",
     "LEGACY_PARAMETERS",
-    "RAW_PARAMETERS",
     "READ_ONLY_PARAMETERS",
     "SERVICE_PROGRAMS",
     "ServiceEntry",

@@ -19,7 +19,6 @@ from mtaguard.config._expand import Expander, ExpansionError, compileTemplate
 from mtaguard.config._files import editLock, writeAtomically
 from mtaguard.config._known import (
     LEGACY_PARAMETERS,
-    RAW_PARAMETERS,
     KnownNames,
     READ_ONLY_PARAMETERS,
     ServiceEntry,
@@ -359,7 +358,7 @@ def runQuery(
             value = None
         else:
             value = known.defaults[name]
-        if value is not None and options.expand and name not in RAW_PARAMETERS:
+        if value is not None and options.expand and name not in registry.rawNames:
             try:
                 value = expander.template(compileTemplate(value))
             except ExpansionError as error:

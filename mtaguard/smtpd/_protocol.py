@@ -417,8 +417,7 @@ class SMTPServerProtocol(Protocol):
             and self._context.tlsRequired
             and not session.tls
         ):
-            self._record(verb, False)
-            self._reply(replies.MUST_STARTTLS)
+            self._refuse(verb, replies.MUST_STARTTLS)
             self._startCommandDeadline()
             return
         if verb in JUNK_COMMANDS:
@@ -428,6 +427,13 @@ class SMTPServerProtocol(Protocol):
         handler(self, command)
         if not self._busy and not self._closing and not self._inData and not self._inChunk:
             self._startCommandDeadline()
+
+    def _refuse(self, verb: str, reply: Reply) -> None:
+        """
+        Count a failed command and send its reply.
+        """
+        self._record(verb, False)
+        self._reply(reply)
 
     def _record(self, verb: str, success: bool) -> None:
         self.session.statistics.record(verb.lower(), success)
@@ -466,8 +472,7 @@ class SMTPServerProtocol(Protocol):
         name = command.argument.strip()
         verb = "EHLO" if esmtp else "HELO"
         if not name:
-            self._record(verb, False)
-            self._reply((replies.EHLO_SYNTAX if esmtp else replies.HELO_SYNTAX))
+            self._refuse(verb, (replies.EHLO_SYNTAX if esmtp else replies.HELO_SYNTAX))
             return
         self._resetTransaction()
         self.session.helo = name
@@ -505,34 +510,29 @@ class SMTPServerProtocol(Protocol):
         session = self.session
         view = self._view
         if session.helo is None and view[params.smtpd_helo_required]:
-            self._record("MAIL", False)
-            self._reply(replies.SEND_HELO_FIRST)
+            self._refuse("MAIL", replies.SEND_HELO_FIRST)
             return
         if session.transaction is not None:
-            self._record("MAIL", False)
-            self._reply(replies.NESTED_MAIL)
+            self._refuse("MAIL", replies.NESTED_MAIL)
             return
         try:
             sender, parameters = parseMailFrom(
                 command.argument, strict=view[params.strict_rfc821_envelopes]
             )
         except ArgumentSyntaxError as error:
-            self._record("MAIL", False)
-            self._reply(error.reply)
+            self._refuse("MAIL", error.reply)
             return
         try:
             self._checkMailParameters(sender, parameters)
         except ArgumentSyntaxError as error:
-            self._record("MAIL", False)
-            self._reply(error.reply)
+            self._refuse("MAIL", error.reply)
             return
         declared: int | None = None
         if "SIZE" in parameters:
             try:
                 declared = validateSize(parameters["SIZE"] or "")
             except ArgumentSyntaxError as error:
-                self._record("MAIL", False)
-                self._reply(error.reply)
+                self._refuse("MAIL", error.reply)
                 return
             limit = view[params.message_size_limit]
             if limit and declared > limit:
@@ -641,8 +641,7 @@ class SMTPServerProtocol(Protocol):
         session = self.session
         transaction = session.transaction
         if transaction is None:
-            self._record("RCPT", False)
-            self._reply(replies.NEED_MAIL)
+            self._refuse("RCPT", replies.NEED_MAIL)
             return
         try:
             recipient, parameters = parseRcptTo(
@@ -655,8 +654,7 @@ class SMTPServerProtocol(Protocol):
             if not recipient.isascii() and "SMTPUTF8" not in transaction.parameters:
                 raise ArgumentSyntaxError(replies.SMTPUTF8_REQUIRED)
         except ArgumentSyntaxError as error:
-            self._record("RCPT", False)
-            self._reply(error.reply)
+            self._refuse("RCPT", error.reply)
             return
         if len(transaction.recipients) >= self._view[params.smtpd_recipient_limit]:
             # Postfix counts these as successes up to the overshoot limit.
@@ -729,8 +727,7 @@ class SMTPServerProtocol(Protocol):
                 client=session.client,
                 error=str(error),
             )
-            self._record(verb, False)
-            self._reply(replies.INSUFFICIENT_STORAGE)
+            self._refuse(verb, replies.INSUFFICIENT_STORAGE)
             return False
         transaction.message = message
         log.info("{queueID}: client={client}", queueID=message.queueID, client=session.client)
@@ -778,8 +775,7 @@ class SMTPServerProtocol(Protocol):
                 self._reply(replies.NEED_RCPT if transaction is not None else replies.NEED_MAIL)
             return
         if command.argument.strip():
-            self._record("DATA", False)
-            self._reply(replies.DATA_SYNTAX)
+            self._refuse("DATA", replies.DATA_SYNTAX)
             return
         if not self._pipeliningCheck(command):
             return
@@ -869,8 +865,7 @@ class SMTPServerProtocol(Protocol):
         if not parts or len(parts) > 2 or not parts[0].isdigit() or (
             len(parts) == 2 and parts[1].upper() != "LAST"
         ):
-            self._record("BDAT", False)
-            self._reply(replies.BDAT_SYNTAX)
+            self._refuse("BDAT", replies.BDAT_SYNTAX)
             return
         size = int(parts[0])
         last = len(parts) == 2
@@ -931,12 +926,10 @@ class SMTPServerProtocol(Protocol):
 
     def do_VRFY(self, command: Command) -> None:
         if self._view[params.disable_vrfy_command]:
-            self._record("VRFY", False)
-            self._reply(replies.VRFY_DISABLED)
+            self._refuse("VRFY", replies.VRFY_DISABLED)
             return
         if not command.argument.strip():
-            self._record("VRFY", False)
-            self._reply(replies.VRFY_SYNTAX)
+            self._refuse("VRFY", replies.VRFY_SYNTAX)
             return
         self._record("VRFY", True)
         self._reply(replies.CANNOT_VERIFY.format(address=command.argument.strip().strip("<>")))
@@ -947,16 +940,13 @@ class SMTPServerProtocol(Protocol):
     def do_STARTTLS(self, command: Command) -> None:
         session = self.session
         if self._context.tlsCreator is None:
-            self._record("STARTTLS", False)
-            self._reply(replies.COMMAND_NOT_IMPLEMENTED)
+            self._refuse("STARTTLS", replies.COMMAND_NOT_IMPLEMENTED)
             return
         if command.argument.strip():
-            self._record("STARTTLS", False)
-            self._reply(replies.STARTTLS_SYNTAX)
+            self._refuse("STARTTLS", replies.STARTTLS_SYNTAX)
             return
         if session.tls:
-            self._record("STARTTLS", False)
-            self._reply(replies.TLS_ALREADY_ACTIVE)
+            self._refuse("STARTTLS", replies.TLS_ALREADY_ACTIVE)
             return
         self._record("STARTTLS", True)
         self._write(replies.READY_TO_START_TLS.toBytes())
@@ -991,25 +981,20 @@ class SMTPServerProtocol(Protocol):
     def do_AUTH(self, command: Command) -> None:
         session = self.session
         if self._context.portal is None or not self._view[params.smtpd_sasl_auth_enable]:
-            self._record("AUTH", False)
-            self._reply(replies.AUTH_NOT_ENABLED)
+            self._refuse("AUTH", replies.AUTH_NOT_ENABLED)
             return
         if not self._authOffered():
-            self._record("AUTH", False)
-            self._reply(replies.AUTH_ENCRYPTION_REQUIRED)
+            self._refuse("AUTH", replies.AUTH_ENCRYPTION_REQUIRED)
             return
         if session.authUser is not None:
-            self._record("AUTH", False)
-            self._reply(replies.ALREADY_AUTHENTICATED)
+            self._refuse("AUTH", replies.ALREADY_AUTHENTICATED)
             return
         if session.transaction is not None:
-            self._record("AUTH", False)
-            self._reply(replies.AUTH_IN_TRANSACTION)
+            self._refuse("AUTH", replies.AUTH_IN_TRANSACTION)
             return
         parts = command.argument.split()
         if not parts or len(parts) > 2:
-            self._record("AUTH", False)
-            self._reply(replies.AUTH_SYNTAX)
+            self._refuse("AUTH", replies.AUTH_SYNTAX)
             return
         self._authMechanism = parts[0]
         try:
@@ -1070,12 +1055,10 @@ class SMTPServerProtocol(Protocol):
 
     def _authFailed(self, error: ArgumentSyntaxError) -> None:
         logExchangeError(self.session.client, self._authMechanism, error)
-        self._record("AUTH", False)
-        self._reply(error.reply)
+        self._refuse("AUTH", error.reply)
 
     def do_ETRN(self, command: Command) -> None:
-        self._record("ETRN", False)
-        self._reply(replies.COMMAND_NOT_IMPLEMENTED)
+        self._refuse("ETRN", replies.COMMAND_NOT_IMPLEMENTED)
 
     _handlers: dict[str, Callable[["SMTPServerProtocol", Command], None]] = {}
 
