@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tls,tests.test_renegotiation -*-
+# -*- test-case-name: tests.test_tls,tests.test_renegotiation,tests.test_tls_client -*-
 """
 TLS contexts: the only place in mtaguard that builds them.
 
@@ -20,11 +20,21 @@ A certificate problem disables TLS with a warning at level C{may}, as
 Postfix does, and is fatal (L{TLSConfigurationError}) when TLS is required
 (level C{encrypt} or wrapper mode), where Postfix would instead run and turn
 every client away.
+
+The SMTP client side (L{clientTLSPolicy}, L{ClientTLSPolicy},
+L{TLSVerdict}) follows smtp(8): levels C{none} to C{secure}, trust from
+C{smtp_tls_CAfile}/C{smtp_tls_CApath}, server names checked with
+service_identity against C{smtp_tls_verify_cert_match} or
+C{smtp_tls_secure_cert_match}, the same protocol and cipher parsing and
+TLS 1.2 floor as the server, and server-initiated renegotiation refused.
+C{dane}, C{dane-only} and C{fingerprint} are not supported and say so.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import weakref
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import attr
@@ -32,7 +42,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from OpenSSL import SSL
+from OpenSSL.crypto import X509
 from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IReactorTime,
     ITransport,
@@ -49,11 +61,15 @@ if TYPE_CHECKING:
 log = Logger(namespace="mtaguard.tls")
 
 __all__ = [
+    "CLIENT_TLS_LEVELS",
+    "ClientTLSPolicy",
     "IPeerName",
     "NoRenegotiationServerCreator",
     "ServerTLS",
     "TLSConfigurationError",
+    "TLSVerdict",
     "cipherList",
+    "clientTLSPolicy",
     "peerTLSSummary",
     "protocolRange",
     "serverTLS",
@@ -887,10 +903,22 @@ def peerTLSSummary(transport: ITransport, peerName: str | None = None) -> str:
         if connection.get_peer_certificate(as_cryptography=True) is None
         else "Untrusted"
     )
+    certificate = connection.get_certificate(as_cryptography=True)
+    return (
+        f"{trust} TLS connection established from {peerName}: {_cipherText(connection)}"
+        + _signatureText(certificate)
+    )
+
+
+def _cipherText(connection: SSL.Connection) -> str:
+    """
+    The middle of Postfix's "TLS connection established" line, shared by
+    the server and the client: C{TLSv1.3 with cipher TLS_AES_256_GCM_SHA384
+    (256/256 bits)}, then C{key-exchange X25519} when OpenSSL tells.
+    """
     bits = connection.get_cipher_bits() or 0
     text = (
-        f"{trust} TLS connection established from {peerName}:"
-        f" {connection.get_protocol_version_name()} with cipher"
+        f"{connection.get_protocol_version_name()} with cipher"
         f" {connection.get_cipher_name()} ({bits}/{bits} bits)"
     )
     try:
@@ -899,5 +927,850 @@ def peerTLSSummary(transport: ITransport, peerName: str | None = None) -> str:
         group = None
     if group:
         text += f" key-exchange {group}"
-    certificate = connection.get_certificate(as_cryptography=True)
-    return text + _signatureText(certificate)
+    return text
+
+
+# --- the SMTP client -------------------------------------------------------------
+#
+# Client TLS follows Postfix's smtp(8):
+#
+#   - none: no STARTTLS.  may: opportunistic, no authentication, the
+#     opportunistic protocols and ciphers.  encrypt: TLS required, the
+#     mandatory protocols and ciphers, still no authentication (Postfix
+#     logs such sessions as Untrusted or Trusted and delivers).  verify and
+#     secure: TLS required, the chain must verify against smtp_tls_CAfile /
+#     smtp_tls_CApath and a server name must match smtp_tls_verify_cert_match
+#     or smtp_tls_secure_cert_match; anonymous ciphers are excluded.
+#   - dane, dane-only and fingerprint are refused with TLSConfigurationError.
+#   - trust: only smtp_tls_CAfile and smtp_tls_CApath, plus the system's
+#     default store when tls_append_default_CA = yes and one of them is set
+#     (Postfix's tls_set_ca_certificate_info() does exactly that).  With
+#     neither set nothing is trusted, so verify and secure defer every
+#     message; clientTLSPolicy() warns about it.
+#   - two differences from Postfix: names come from subjectAltName only
+#     (service_identity, RFC 6125), where Postfix falls back to the subject
+#     CN when a certificate has no DNS names; and an empty
+#     smtp_tls_servername sends the server's host name as SNI (as Twisted
+#     does, and hosted MX services expect), where Postfix sends none.
+#
+# Certificate checks at verify and secure happen inside the handshake: the
+# verify callback fails it when the chain or the name does not pass, so no
+# byte of SMTP ever travels over a connection the level does not accept,
+# whatever the caller does.  The outcome is kept per connection for
+# ClientTLSPolicy.verdict(), which gives the caller Postfix's log line and
+# the reason to defer.
+
+#: The client levels mtaguard implements.
+CLIENT_TLS_LEVELS = ("none", "may", "encrypt", "verify", "secure")
+#: Levels at which TLS is required: a missing STARTTLS or a failed
+#: handshake defers the message.
+_CLIENT_REQUIRED = ("encrypt", "verify", "secure")
+#: Levels at which the server certificate is authenticated.
+_CLIENT_MATCHING = ("verify", "secure")
+#: Postfix levels mtaguard refuses to pretend to implement.
+_CLIENT_UNSUPPORTED = ("dane", "dane-only", "fingerprint")
+
+#: OpenSSL's X509_V_ERR_* texts for the errors a mail client meets; others
+#: are logged by number (pyOpenSSL does not export
+#: X509_verify_cert_error_string).
+_VERIFY_ERRORS = {
+    2: "unable to get issuer certificate",
+    7: "certificate signature failure",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in certificate chain",
+    20: "unable to get local issuer certificate",
+    21: "unable to verify the first certificate",
+    22: "certificate chain too long",
+    23: "certificate revoked",
+    24: "invalid CA certificate",
+    26: "unsupported certificate purpose",
+    27: "certificate not trusted",
+    28: "certificate rejected",
+}
+
+#: TLS alert "no_renegotiation" (RFC 5246 section 7.2.2): what OpenSSL
+#: sends when it refuses a HelloRequest because of OP_NO_RENEGOTIATION.
+_ALERT_NO_RENEGOTIATION = 100
+
+
+def _clientSecurityLevel(view: ParameterView) -> str:
+    """
+    C{smtp_tls_security_level}, or what the obsolete C{smtp_use_tls},
+    C{smtp_enforce_tls} and C{smtp_tls_enforce_peername} mean when it is
+    empty (Postfix: enforce with peername is C{verify}).
+
+    @raise TLSConfigurationError: for a level mtaguard does not implement.
+    """
+    parameter = params.smtp_tls_security_level
+    level: str = view[parameter]
+    if not level:
+        if view[params.smtp_enforce_tls]:
+            return "verify" if view[params.smtp_tls_enforce_peername] else "encrypt"
+        return "may" if view[params.smtp_use_tls] else "none"
+    if level in _CLIENT_UNSUPPORTED:
+        # Quietly downgrading dane or fingerprint to encrypt would deliver
+        # over connections the admin asked us to authenticate.
+        raise TLSConfigurationError(
+            parameter.name,
+            f"{_where(view, parameter.name)}{parameter.name} = {level}: not supported by"
+            " mtaguard (no DANE/TLSA and no fingerprint matching); use verify or secure with"
+            f" {params.smtp_tls_CAfile.name}, or encrypt",
+        )
+    return level
+
+
+def _nextHopDomain(nextHop: str) -> str:
+    """
+    The domain part of a next hop: C{[mx.example.com]:587} and
+    C{example.com:25} give C{mx.example.com} and C{example.com}; names
+    are lower-cased, without a trailing dot.
+    """
+    text = nextHop.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        text = text[1:end] if end > 0 else text[1:]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    return text.rstrip(".").lower()
+
+
+def _isAddress(name: str) -> bool:
+    candidate = name[5:] if name.lower().startswith("ipv6:") else name
+    try:
+        ipaddress.ip_address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+def _acceptableNames(
+    rules: Iterable[str], nextHop: str, serverHostname: str
+) -> tuple[str, ...]:
+    """
+    Expand a Postfix match list (C{smtp_tls_verify_cert_match},
+    C{smtp_tls_secure_cert_match}): C{hostname} is the server's (MX) host
+    name, C{nexthop} the next-hop domain, C{dot-nexthop} any name below it
+    (given as C{.example.com}); anything else is a literal name, or a
+    parent domain when it starts with a dot.
+    """
+    names: list[str] = []
+    for rule in rules:
+        for token in filter(None, re.split(r"[\s,:]+", rule)):
+            keyword = token.lower()
+            if keyword == "hostname":
+                name = _nextHopDomain(serverHostname)
+            elif keyword == "nexthop":
+                name = nextHop
+            elif keyword == "dot-nexthop":
+                name = "." + nextHop
+            else:
+                name = keyword.rstrip(".")
+            if name and name != "." and name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+def _asciiName(name: str) -> str:
+    """
+    C{name} as certificates spell it: lower-case A-labels.
+    """
+    try:
+        return name.encode("ascii").decode("ascii").lower()
+    except UnicodeEncodeError:
+        return name.encode("idna").decode("ascii").lower()
+
+
+def _matchCertificate(certificate: x509.Certificate, names: Sequence[str]) -> str | None:
+    """
+    The first of C{names} that C{certificate} is valid for, or L{None}.
+
+    Exact names go through service_identity (subjectAltName only; RFC 6125
+    wildcards: C{*.example.com} covers one label).  A name starting with a
+    dot accepts any certificate name strictly below that domain, and a
+    wildcard whose base is that domain or below it, as Postfix does for
+    C{dot-nexthop}.
+    """
+    from service_identity.cryptography import (
+        extract_patterns,
+        verify_certificate_hostname,
+        verify_certificate_ip_address,
+    )
+    from service_identity.exceptions import CertificateError, VerificationError
+    from service_identity.hazmat import DNSPattern
+
+    for name in names:
+        try:
+            if name.startswith("."):
+                suffix = _asciiName(name)
+                for pattern in extract_patterns(certificate):
+                    if not isinstance(pattern, DNSPattern):
+                        continue
+                    text = pattern.pattern.decode("ascii", "replace").lower().rstrip(".")
+                    if text.startswith("*."):
+                        text = text[1:]
+                        if text == suffix or text.endswith(suffix):
+                            return name
+                    elif text.endswith(suffix) and len(text) > len(suffix):
+                        return name
+            elif _isAddress(name):
+                address = name[5:] if name.lower().startswith("ipv6:") else name
+                verify_certificate_ip_address(certificate, address)
+                return name
+            else:
+                verify_certificate_hostname(certificate, name)
+                return name
+        except (CertificateError, VerificationError, ValueError):
+            # No subjectAltName, a mismatch, or a name service_identity
+            # cannot express: this name is not matched; try the next.
+            continue
+    return None
+
+
+def _clientCertificates(view: ParameterView, warnings: list[str]) -> list[CertifiedKey]:
+    """
+    The client's own keys and certificates, if any are configured
+    (C{smtp_tls_chain_files}, else the legacy C{smtp_tls_*cert_file} and
+    C{smtp_tls_*key_file} pairs).  Most clients have none.
+
+    @raise _Disabled: when one is configured and cannot be used.
+    """
+    chainFiles: tuple[str, ...] = view[params.smtp_tls_chain_files]
+    legacy = [
+        (params.smtp_tls_cert_file, params.smtp_tls_key_file),
+        (params.smtp_tls_eccert_file, params.smtp_tls_eckey_file),
+        (params.smtp_tls_dcert_file, params.smtp_tls_dkey_file),
+    ]
+    legacySet = [(c, k) for c, k in legacy if view[c] and view[c].lower() != "none"]
+    try:
+        if chainFiles:
+            if legacySet:
+                warnings.append(
+                    f"warning: Both {params.smtp_tls_chain_files.name} and one or more of the"
+                    f" legacy {params.smtp_tls_cert_file.name}, {params.smtp_tls_eccert_file.name}"
+                    f" or {params.smtp_tls_dcert_file.name} are non-empty;"
+                    " the legacy parameters will be ignored"
+                )
+            return loadChainFiles(chainFiles)
+        loaded: list[CertifiedKey] = []
+        for certParameter, keyParameter in legacySet:
+            certFile: str = view[certParameter]
+            keyFile: str = view[keyParameter] or certFile
+            certificates = [i for i in _pemObjects(certFile) if isinstance(i, x509.Certificate)]
+            keys = [i for i in _pemObjects(keyFile) if not isinstance(i, x509.Certificate)]
+            if not certificates:
+                raise _PEMError(f"{certFile}: no certificate found")
+            if not keys:
+                raise _PEMError(f"{keyFile}: no private key found")
+            if _publicBytes(keys[0]) != _publicBytes(certificates[0]):
+                raise _PEMError(
+                    f"the private key in {keyFile} does not match the certificate in {certFile}"
+                )
+            loaded.append(CertifiedKey(keys[0], tuple(certificates), f"{certFile}, {keyFile}"))
+        return loaded
+    except _PEMError as error:
+        parameter = params.smtp_tls_chain_files if chainFiles else legacySet[0][0]
+        raise _Disabled(
+            parameter.name,
+            [
+                f"warning: TLS library problem: {error}",
+                "warning: cannot load the client certificate: disabling TLS support",
+            ],
+            f"{_where(view, parameter.name)}{parameter.name}: {error}",
+        ) from None
+
+
+def _buildClientContext(view: ParameterView, level: str, warnings: list[str]) -> SSL.Context:
+    """
+    The client context for C{level} (C{may} or above).  Certificate
+    verification is set per connection (L{ClientTLSPolicy.creatorFor}).
+
+    @raise _Disabled: when a parameter or a file makes it impossible.
+    """
+    mandatory = level in _CLIENT_REQUIRED
+    protocolsParameter = (
+        params.smtp_tls_mandatory_protocols if mandatory else params.smtp_tls_protocols
+    )
+    protocolItems: tuple[str, ...] = view[protocolsParameter]
+    try:
+        versions = protocolRange(protocolItems)
+    except InvalidProtocols as error:
+        raise _Disabled(
+            protocolsParameter.name,
+            [
+                f'warning: Invalid TLS protocol list "{" ".join(protocolItems)}":'
+                " disabling TLS support"
+            ],
+            f"{_where(view, protocolsParameter.name)}{protocolsParameter.name}: {error}",
+        ) from None
+    minimum, maximum = versions.minimum, versions.maximum
+    # As on the server: Postfix's default >=TLSv1 is not a wish for TLS 1.0;
+    # only a list the admin wrote that names an older version lowers the
+    # floor below Twisted's TLS 1.2.
+    lowered = versions.namesOlder and view.isExplicit(protocolsParameter.name)
+    if minimum < DEFAULT_MINIMUM and not lowered:
+        if maximum < DEFAULT_MINIMUM:
+            raise _Disabled(
+                protocolsParameter.name,
+                [
+                    f"warning: {protocolsParameter.name} enables only versions older than"
+                    " TLSv1.2: disabling TLS support"
+                ],
+                f"{_where(view, protocolsParameter.name)}{protocolsParameter.name}:"
+                " only versions older than TLSv1.2 are enabled",
+            )
+        minimum = DEFAULT_MINIMUM
+
+    gradeParameter = params.smtp_tls_mandatory_ciphers if mandatory else params.smtp_tls_ciphers
+    excluded: tuple[str, ...] = view[params.smtp_tls_exclude_ciphers]
+    exclusions = list(excluded)
+    if mandatory:
+        mandatoryExcluded: tuple[str, ...] = view[params.smtp_tls_mandatory_exclude_ciphers]
+        exclusions += mandatoryExcluded
+    if level in _CLIENT_MATCHING:
+        # An anonymous cipher means no certificate to authenticate
+        # (Postfix excludes aNULL at these levels too).
+        exclusions.append("aNULL")
+    try:
+        ciphers = cipherList(view, view[gradeParameter], exclusions)
+    except ValueError as error:
+        raise _Disabled(
+            gradeParameter.name,
+            [f"warning: {error}: disabling TLS support"],
+            f"{_where(view, gradeParameter.name)}{gradeParameter.name}: {error}",
+        ) from None
+    if minimum < DEFAULT_MINIMUM:
+        # OpenSSL 3 and later refuse TLS 1.0 and 1.1 above security level 0.
+        ciphers += ":@SECLEVEL=0"
+
+    context = SSL.Context(SSL.TLS_METHOD)
+    options = (
+        SSL.OP_NO_SSLv2
+        | SSL.OP_NO_SSLv3
+        | SSL.OP_NO_COMPRESSION
+        | SSL.OP_NO_TICKET
+        | SSL.OP_NO_RENEGOTIATION
+    )
+    sslOptions: tuple[str, ...] = view[params.tls_ssl_options]
+    context.set_options(options | _sslOptions(sslOptions, warnings))
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    context.set_min_proto_version(minimum)
+    context.set_max_proto_version(maximum)
+    context.set_verify_depth(view[params.smtp_tls_scert_verifydepth])
+    # No smtp_tls_session_cache_database support yet: every connection
+    # does a full handshake, so every one is verified.
+    context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+
+    caFile: str = view[params.smtp_tls_CAfile]
+    caPath: str = view[params.smtp_tls_CApath]
+    if caFile or caPath:
+        try:
+            context.load_verify_locations(caFile or None, caPath or None)
+            if view[params.tls_append_default_CA]:
+                context.set_default_verify_paths()
+        except SSL.Error as error:
+            which = params.smtp_tls_CAfile if caFile else params.smtp_tls_CApath
+            shown = ", ".join(
+                f'{p.name} = "{v}"'
+                for p, v in ((params.smtp_tls_CAfile, caFile), (params.smtp_tls_CApath, caPath))
+                if v
+            )
+            raise _Disabled(
+                which.name,
+                [
+                    f"warning: TLS library problem: {error}",
+                    f"warning: cannot load Certification Authority data, {shown}:"
+                    " disabling TLS support",
+                ],
+                f"{_where(view, which.name)}{which.name}: cannot load Certification Authority"
+                f" data ({shown}): {error}",
+            ) from None
+    elif level in _CLIENT_MATCHING:
+        warnings.append(
+            f"warning: {params.smtp_tls_security_level.name} = {level}, but neither"
+            f" {params.smtp_tls_CAfile.name} nor {params.smtp_tls_CApath.name} is set:"
+            " no server certificate can be trusted and every delivery will be deferred"
+        )
+
+    for item in _clientCertificates(view, warnings):
+        try:
+            context.use_certificate(item.chain[0])
+            context.use_privatekey(item.key)
+            context.check_privatekey()
+            for issuer in item.chain[1:]:
+                context.add_extra_chain_cert(issuer)
+        except SSL.Error as error:
+            raise _Disabled(
+                params.smtp_tls_chain_files.name,
+                [
+                    f"warning: TLS library problem: {error}",
+                    f"warning: cannot use the {_keyType(item.key)} key and certificate from"
+                    f" {item.source}: disabling TLS support",
+                ],
+                f"{item.source}: {error}",
+            ) from None
+    try:
+        # Last, as on the server side.
+        context.set_cipher_list(ciphers.encode("ascii"))
+    except (SSL.Error, UnicodeEncodeError) as error:
+        raise _Disabled(
+            gradeParameter.name,
+            [f'warning: invalid cipher list "{ciphers}": {error}: disabling TLS support'],
+            f"{_where(view, gradeParameter.name)}{gradeParameter.name}:"
+            f" OpenSSL rejects the cipher list {ciphers!r}",
+        ) from None
+    return context
+
+
+@attr.s(auto_attribs=True)
+class _ClientConnectionState:
+    """
+    What one client connection learnt about its server, for
+    L{ClientTLSPolicy.verdict}.
+
+    @ivar serverHostname: the name the caller connected to.
+    @ivar names: the acceptable names (empty below C{verify}).
+    @ivar chainErrors: OpenSSL verification errors, as C{(depth, code)}.
+    @ivar certificate: the server's certificate, once seen.
+    @ivar matchedName: which acceptable name it matched, if any.
+    @ivar rejection: why the handshake was failed on purpose, if it was.
+    @ivar established: the first handshake completed.
+    @ivar summary: the protocol and cipher part of the log line, taken when
+        the handshake completed (the connection is gone after a loss).
+    @ivar renegotiation: the server tried to renegotiate.
+    """
+
+    serverHostname: str
+    names: tuple[str, ...]
+    chainErrors: list[tuple[int, int]] = attr.ib(factory=list)
+    certificate: x509.Certificate | None = None
+    matchedName: str | None = None
+    rejection: str | None = None
+    established: bool = False
+    summary: str = ""
+    renegotiation: bool = False
+
+
+def _errorText(code: int) -> str:
+    return _VERIFY_ERRORS.get(code, f"certificate verification error {code}")
+
+
+def _serverPeerName(serverHostname: str, transport: object) -> str:
+    """
+    Postfix's C{name[address]:port} for the server behind C{transport}
+    (a TLS protocol wrapper or a transport), or C{name[unknown]}.
+    """
+    try:
+        peer = transport.getPeer()  # type: ignore[attr-defined]
+    except Exception:
+        return f"{serverHostname}[unknown]"
+    host = getattr(peer, "host", None)
+    port = getattr(peer, "port", None)
+    if host is None:
+        return f"{serverHostname}[unknown]"
+    return f"{serverHostname}[{host}]:{port}" if port is not None else f"{serverHostname}[{host}]"
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class TLSVerdict:
+    """
+    What a client TLS connection is worth, after its handshake.
+
+    @ivar trust: C{Verified} (chain trusted and a name matched, only at
+        C{verify} and C{secure}), C{Trusted} (chain trusted, no name checked
+        or matched), C{Untrusted} (chain not trusted) or C{Anonymous} (no
+        server certificate).
+    @ivar satisfied: whether the security level accepts the connection.
+        When it is false the caller must not send the message: it defers
+        it with C{4.7.5} and L{reason}.
+    @ivar established: whether the TLS handshake completed.
+    @ivar logLine: the line Postfix logs, e.g. C{Verified TLS connection
+        established to mx.example.com[192.0.2.1]:25: TLSv1.3 with cipher
+        TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519
+        server-signature ECDSA (P-256)}; for a failed handshake, a line
+        saying why.
+    @ivar reason: Postfix's text when not satisfied (C{Server certificate
+        not trusted}, C{Server certificate not verified}, ...), else
+        L{None}.
+    @ivar matchedName: the acceptable name the certificate matched.
+    @ivar problems: the chain verification errors, in OpenSSL's words.
+    """
+
+    trust: str
+    satisfied: bool
+    established: bool
+    logLine: str
+    reason: str | None = None
+    matchedName: str | None = None
+    problems: tuple[str, ...] = ()
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _ClientCreator:
+    """
+    Client connections for one server host under a L{ClientTLSPolicy}.
+    """
+
+    def __init__(self, policy: ClientTLSPolicy, serverHostname: str) -> None:
+        self._policy = policy
+        self._serverHostname = serverHostname
+        self._names = policy.acceptableNames(serverHostname)
+
+    def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        """
+        A new client connection: SNI, certificate checks for the level,
+        and the renegotiation guard.
+
+        @param tlsProtocol: the L{twisted.protocols.tls.TLSMemoryBIOProtocol}
+            that will own it.
+        """
+        policy = self._policy
+        context = policy.context
+        if context is None:
+            raise RuntimeError(f"TLS is off for {policy.nextHop} (level {policy.level})")
+        connection = SSL.Connection(context, None)
+        # Wins over any context option that would allow it.
+        connection.set_options(SSL.OP_NO_RENEGOTIATION)
+        serverName = policy.serverNameFor(self._serverHostname)
+        if serverName:
+            connection.set_tlsext_host_name(serverName.encode("idna"))
+        state = _ClientConnectionState(self._serverHostname, self._names)
+        # Found from the TLS protocol (what the application sees as its
+        # transport) or from the connection; weakly, and the state refers
+        # to neither, so that both can go away.
+        policy._states[tlsProtocol] = state
+        policy._states[connection] = state
+        mustMatch = policy.level in _CLIENT_MATCHING
+        serverHostname = self._serverHostname
+        nextHop = policy.nextHop
+        names = self._names
+        reactor = policy._reactorOrGlobal()
+
+        def peer() -> str:
+            return _serverPeerName(serverHostname, tlsProtocol)
+
+        def reject(reason: str, detail: str) -> None:
+            if state.rejection is None:
+                state.rejection = reason
+                log.warn(
+                    "warning: {detail}; {reason} (next hop {nextHop})",
+                    detail=detail,
+                    reason=reason,
+                    nextHop=nextHop,
+                )
+
+        def verify(conn: SSL.Connection, cert: X509, code: int, depth: int, ok: int) -> bool:
+            # Never raise in here: OpenSSL would swallow or misreport it;
+            # an unexpected error fails closed at the levels that check.
+            try:
+                if not ok and (depth, code) not in state.chainErrors:
+                    state.chainErrors.append((depth, code))
+                if depth != 0:
+                    if mustMatch and not ok:
+                        reject(
+                            "Server certificate not trusted",
+                            f"server certificate verification failed for {peer()}:"
+                            f" depth={depth} num={code}:{_errorText(code)}",
+                        )
+                        return False
+                    return True
+                if state.certificate is None:
+                    state.certificate = cert.to_cryptography()
+                    if mustMatch:
+                        state.matchedName = _matchCertificate(state.certificate, names)
+                if not mustMatch:
+                    return True
+                if state.chainErrors:
+                    depth, code = state.chainErrors[0]
+                    reject(
+                        "Server certificate not trusted",
+                        f"server certificate verification failed for {peer()}:"
+                        f" num={code}:{_errorText(code)}",
+                    )
+                    return False
+                if state.matchedName is None:
+                    reject(
+                        "Server certificate not verified",
+                        f"server certificate for {peer()} matches none of"
+                        f" {', '.join(names) or '(no names)'}",
+                    )
+                    return False
+                return True
+            except Exception:
+                log.failure("while verifying the server certificate")
+                state.rejection = state.rejection or "Server certificate not verified"
+                return not mustMatch
+
+        def abort() -> None:
+            tlsProtocol.abortConnection()
+
+        def info(conn: SSL.Connection, where: int, ret: int) -> None:
+            # Never raise in here either; aborts are deferred to the reactor.
+            try:
+                if where & SSL.SSL_CB_HANDSHAKE_DONE:
+                    if not state.established:
+                        state.established = True
+                        state.summary = _cipherText(conn)
+                        if state.certificate is None:
+                            state.certificate = conn.get_peer_certificate(as_cryptography=True)
+                        if mustMatch and (state.certificate is None or state.rejection):
+                            # Defence in depth: a handshake that completed
+                            # without an accepted certificate (say, an
+                            # anonymous cipher) is cut off.
+                            reject(
+                                "Server certificate not trusted",
+                                f"no acceptable server certificate from {peer()}",
+                            )
+                            reactor.callLater(0, abort)
+                    return
+                renegotiating = (
+                    where & SSL.SSL_CB_HANDSHAKE_START
+                    and state.established
+                    and conn.get_protocol_version() != SSL.TLS1_3_VERSION
+                ) or (
+                    where & SSL.SSL_CB_WRITE_ALERT
+                    and ret & 0xFF == _ALERT_NO_RENEGOTIATION
+                )
+                if renegotiating and not state.renegotiation:
+                    # TLS 1.3 post-handshake messages (NewSessionTicket,
+                    # KeyUpdate) also start "handshakes" and are left alone.
+                    state.renegotiation = True
+                    log.warn(
+                        "warning: TLS renegotiation attempt by {peer} (next hop {nextHop}):"
+                        " refused, aborting",
+                        peer=peer(),
+                        nextHop=nextHop,
+                    )
+                    reactor.callLater(0, abort)
+            except Exception:
+                log.failure("while checking for TLS renegotiation")
+
+        connection.set_verify(SSL.VERIFY_PEER, verify)
+        connection.set_info_callback(info)
+        return connection
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ClientTLSPolicy:
+    """
+    The client TLS policy for one next hop, from L{clientTLSPolicy}.
+
+    @ivar level: C{none}, C{may}, C{encrypt}, C{verify} or C{secure}: the
+        level in effect (C{none} when TLS was disabled at level C{may} by a
+        configuration problem; see L{warnings}).
+    @ivar required: TLS is mandatory (C{encrypt} and above): without
+        STARTTLS, or when the handshake or L{verdict} fails, the message is
+        deferred, never sent in clear.
+    @ivar nextHop: the next-hop domain (C{nexthop} in the match lists).
+    @ivar matchRules: the match list of the level (C{verify}:
+        C{smtp_tls_verify_cert_match}, C{secure}:
+        C{smtp_tls_secure_cert_match}); empty below C{verify}.
+    @ivar context: the shared client context; L{None} at level C{none}.
+    @ivar serverName: C{smtp_tls_servername}: the SNI policy.
+    @ivar warnings: lines for the caller to log, in Postfix's words.
+    """
+
+    level: str
+    required: bool
+    nextHop: str
+    matchRules: tuple[str, ...] = ()
+    context: SSL.Context | None = attr.ib(default=None, repr=False, eq=False)
+    serverName: str = ""
+    warnings: tuple[str, ...] = ()
+    _reactor: IReactorTime | None = attr.ib(default=None, repr=False, eq=False)
+    _states: "weakref.WeakKeyDictionary[object, _ClientConnectionState]" = attr.ib(
+        factory=lambda: weakref.WeakKeyDictionary(), repr=False, eq=False, init=False
+    )
+
+    def _reactorOrGlobal(self) -> IReactorTime:
+        if self._reactor is not None:
+            return self._reactor
+        from twisted.internet import reactor
+
+        return reactor
+
+    def acceptableNames(self, serverHostname: str) -> tuple[str, ...]:
+        """
+        The names a server certificate may match when delivering to
+        C{serverHostname} for this next hop: exact names, and parent
+        domains written with a leading dot.  Empty below C{verify}, where
+        names are not checked.
+
+        @param serverHostname: the MX (or relay) host name: C{hostname}.
+        """
+        return _acceptableNames(self.matchRules, self.nextHop, serverHostname)
+
+    def serverNameFor(self, serverHostname: str) -> str | None:
+        """
+        The SNI name to send to C{serverHostname}, or L{None} for none: an
+        empty C{smtp_tls_servername} or C{hostname} sends the server's host
+        name, C{nexthop} the next-hop domain, anything else is sent as is.
+        Addresses are never sent (RFC 6066 section 3).
+        """
+        setting = self.serverName.strip()
+        if not setting or setting.lower() == "hostname":
+            name = _nextHopDomain(serverHostname)
+        elif setting.lower() == "nexthop":
+            name = self.nextHop
+        else:
+            name = setting.rstrip(".")
+        if not name or _isAddress(name):
+            return None
+        return name
+
+    def creatorFor(self, serverHostname: str) -> IOpenSSLClientConnectionCreator:
+        """
+        The connection creator for C{startTLS} (or a client
+        L{twisted.protocols.tls.TLSMemoryBIOFactory}) toward
+        C{serverHostname}.
+
+        At C{may} and C{encrypt} any certificate is accepted (Postfix
+        delivers over Untrusted and Anonymous TLS); its trust is only
+        recorded.  At C{verify} and C{secure} the handshake fails unless
+        the chain verifies against the CA settings and the certificate
+        matches one of L{acceptableNames}.  SNI follows L{serverNameFor}.
+        A server that tries to renegotiate is refused, logged and cut off
+        on the next reactor turn.
+
+        @raise RuntimeError: at level C{none}: there is nothing to create.
+        """
+        if self.context is None:
+            raise RuntimeError(f"TLS is off for {self.nextHop} (level {self.level})")
+        return _ClientCreator(self, serverHostname)
+
+    def verdict(self, transport: ITransport, peerName: str | None = None) -> TLSVerdict:
+        """
+        Judge a connection made with L{creatorFor}, after its handshake
+        (or after it failed).
+
+        @param transport: the TLS transport: the
+            L{twisted.protocols.tls.TLSMemoryBIOProtocol} (what the SMTP
+            protocol has as C{self.transport}), also after the connection
+            was lost, or anything whose C{getHandle()} is the
+            L{SSL.Connection}.
+        @param peerName: the server as Postfix names it; by default
+            C{hostname[address]:port}.
+
+        @raise ValueError: when the connection was not made by this policy.
+        """
+        state = self._states.get(transport)
+        if state is None:
+            getHandle = getattr(transport, "getHandle", None)
+            handle = getHandle() if getHandle is not None else None
+            state = self._states.get(handle) if handle is not None else None
+        if state is None:
+            raise ValueError("not a connection made by this policy")
+        if peerName is None:
+            peerName = _serverPeerName(state.serverHostname, transport)
+        problems = tuple(_errorText(code) for _, code in state.chainErrors)
+        certificate = state.certificate
+        mustMatch = self.level in _CLIENT_MATCHING
+        if certificate is None:
+            trust = "Anonymous"
+        elif state.chainErrors:
+            trust = "Untrusted"
+        elif mustMatch and state.matchedName is not None:
+            trust = "Verified"
+        else:
+            trust = "Trusted"
+        reason: str | None = None
+        if state.renegotiation:
+            reason = "TLS renegotiation attempted by the server"
+        elif not state.established:
+            reason = state.rejection or "TLS handshake failed"
+        elif mustMatch and trust != "Verified":
+            reason = (
+                "Server certificate not verified"
+                if trust == "Trusted"
+                else "Server certificate not trusted"
+            )
+        if state.established:
+            logLine = (
+                f"{trust} TLS connection established to {peerName}: {state.summary}"
+                + _signatureText(certificate)
+            )
+        else:
+            logLine = f"Cannot start TLS with {peerName}: {reason}"
+        return TLSVerdict(
+            trust=trust,
+            satisfied=reason is None,
+            established=state.established,
+            logLine=logLine,
+            reason=reason,
+            matchedName=state.matchedName if trust == "Verified" else None,
+            problems=problems,
+        )
+
+
+def clientTLSPolicy(
+    view: ParameterView,
+    *,
+    nextHop: str,
+    tlsa: None = None,
+    reactor: IReactorTime | None = None,
+) -> ClientTLSPolicy:
+    """
+    Work out the SMTP client's TLS policy for one next hop from its
+    parameters (C{smtp_tls_*}), as Postfix's smtp(8) does.
+
+    Protocols and ciphers come from C{smtp_tls_protocols} and
+    C{smtp_tls_ciphers} at C{may}, their C{mandatory} forms at C{encrypt}
+    and above, with the exclusion lists; as on the server, the minimum is
+    TLS 1.2 unless the admin's protocol list names an older version.
+    Trust comes from C{smtp_tls_CAfile} and C{smtp_tls_CApath} only (plus
+    the system store with C{tls_append_default_CA = yes}), as with Postfix.
+    A client certificate is presented when C{smtp_tls_chain_files} or
+    C{smtp_tls_cert_file} is set.
+
+    @param view: the parameters of the delivering service.
+    @param nextHop: the next-hop domain: the recipient domain for MX
+        delivery, the host of C{[host]:port} otherwise (brackets and port
+        are stripped).
+    @param tlsa: DANE TLSA records; not supported, must be L{None}.
+    @param reactor: runs the deferred aborts; the global reactor by
+        default.
+
+    @raise TLSConfigurationError: for C{dane}, C{dane-only} and
+        C{fingerprint} (not supported), and when TLS is required
+        (C{encrypt} and above) but cannot be set up.  At C{may} a problem
+        disables TLS instead: the policy's level is C{none} and its
+        warnings say why (Postfix then delivers in clear).
+    """
+    if tlsa is not None:
+        raise TLSConfigurationError(
+            params.smtp_tls_security_level.name, "DANE (TLSA records) is not supported"
+        )
+    level = _clientSecurityLevel(view)
+    domain = _nextHopDomain(nextHop)
+    warnings: list[str] = []
+    if level == "none":
+        return ClientTLSPolicy("none", False, domain, reactor=reactor)
+    rules: tuple[str, ...] = ()
+    if level == "verify":
+        rules = view[params.smtp_tls_verify_cert_match]
+    elif level == "secure":
+        rules = view[params.smtp_tls_secure_cert_match]
+    required = level in _CLIENT_REQUIRED
+    try:
+        context = _buildClientContext(view, level, warnings)
+    except _Disabled as problem:
+        if required:
+            raise TLSConfigurationError(
+                problem.parameter,
+                f"{problem.reason} (TLS is required by"
+                f" {params.smtp_tls_security_level.name} = {level})",
+            ) from None
+        return ClientTLSPolicy(
+            "none", False, domain, warnings=tuple(warnings) + problem.warnings, reactor=reactor
+        )
+    return ClientTLSPolicy(
+        level,
+        required,
+        domain,
+        rules,
+        context,
+        view[params.smtp_tls_servername],
+        tuple(warnings),
+        reactor=reactor,
+    )
