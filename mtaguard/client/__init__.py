@@ -3,6 +3,9 @@ The sans-I/O core of mtaguard's SMTP client: parsing what a next hop
 replies, deciding what to send next, and encoding message content for the
 wire.  Nothing in this package does I/O, keeps time or waits: the protocol
 feeds it bytes and events and acts on what it returns.
+
+Routing (L{Router}, L{resolve}) chooses each recipient's next hop and the
+servers to try there; its only I/O is the DNS resolver it is given.
 """
 
 from ._content import ChunkEncoder, DataEncoder, normalize
@@ -12,6 +15,22 @@ from ._replyparser import (
     ReplyParser,
     ServerReply,
     parseEhlo,
+)
+from ._routing import (
+    AddressPolicy,
+    AttemptBudget,
+    Destination,
+    Discard,
+    Nexthop,
+    ResolutionError,
+    Route,
+    Router,
+    RoutingError,
+    Undeliverable,
+    groupByNexthop,
+    parseNexthop,
+    resolve,
+    resolveAll,
 )
 from ._session import (
     TLS_LEVELS,
@@ -30,6 +49,7 @@ from ._session import (
     SessionSettings,
     StartTLS,
 )
+from ._tables import TableError, TableList, UnsupportedTable, openTable
 
 __all__ = [
     "TLS_LEVELS",
@@ -48,6 +68,24 @@ __all__ = [
     "SendContent",
     "SessionSettings",
     "StartTLS",
+    "AddressPolicy",
+    "AttemptBudget",
+    "Destination",
+    "Discard",
+    "Nexthop",
+    "ResolutionError",
+    "Route",
+    "Router",
+    "RoutingError",
+    "Undeliverable",
+    "groupByNexthop",
+    "parseNexthop",
+    "resolve",
+    "resolveAll",
+    "TableError",
+    "TableList",
+    "UnsupportedTable",
+    "openTable",
     "DataEncoder",
     "MalformedReply",
     "ReplyEvent",
