@@ -888,6 +888,65 @@ class ReuseAndLossTests(SynchronousTestCase):
         self.assertTrue(s.transport.disconnected)
 
 
+class QuitTests(SynchronousTestCase):
+    """
+    Closing a connection cannot be held up by the next hop.
+    """
+
+    def handshake(self) -> ScriptedServer:
+        s = ScriptedServer()
+        s.reply(b"220 mx.example.org ESMTP\r\n")
+        s.reply(EHLO)
+        self.assertTrue(s.client.ready)
+        return s
+
+    def test_quitUnanswered(self) -> None:
+        """
+        A QUIT that is never answered is bounded by C{smtp_quit_timeout}:
+        then the connection is aborted.
+        """
+        s = self.handshake()
+        closed = s.client.quit()
+        self.assertEqual(s.take(), b"QUIT\r\n")
+        s.clock.advance(299)
+        self.assertFalse(s.transport.disconnecting)
+        s.clock.advance(1)
+        self.assertTrue(s.transport.disconnected)
+        self.assertNoResult(closed)
+        s.lose(Failure(ConnectionDone()))
+        self.successResultOf(closed)
+        self.assertEqual(s.recorder.outcomes, [])
+
+    def test_quitAnsweredPeerNotClosing(self) -> None:
+        """
+        After the reply to QUIT the connection is closed cleanly, and
+        aborted after a grace period if the close does not complete (a peer
+        that does not read keeps C{loseConnection} waiting).
+        """
+        s = self.handshake()
+        closed = s.client.quit()
+        s.reply(b"221 2.0.0 Bye\r\n")
+        self.assertTrue(s.transport.disconnecting)
+        self.assertFalse(s.transport.disconnected)
+        s.clock.advance(10)
+        self.assertTrue(s.transport.disconnected)
+        s.lose(Failure(ConnectionDone()))
+        self.successResultOf(closed)
+        self.assertEqual(s.clock.getDelayedCalls(), [])
+
+    def test_quitClosesCleanly(self) -> None:
+        """
+        A connection that closes after the reply to QUIT leaves no timer
+        behind.
+        """
+        s = self.handshake()
+        closed = s.client.quit()
+        s.reply(b"221 2.0.0 Bye\r\n")
+        s.lose(Failure(ConnectionDone()))
+        self.successResultOf(closed)
+        self.assertEqual(s.clock.getDelayedCalls(), [])
+
+
 class ConnectTests(SynchronousTestCase):
     """
     L{connectNextHop} bounds the TCP connect with C{smtp_connect_timeout}.
