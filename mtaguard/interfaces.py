@@ -88,3 +88,56 @@ class IQueueWorker(Interface):
         @return: a C{Deferred} that fires in the reactor thread with the
             result of C{job}, or fails with its exception.
         """
+
+
+class IVerdictCache(Interface):
+    """
+    postscreen's temporary allowlist cache: per client address, the time
+    until which each test's pass verdict holds (a
+    L{mtaguard.postscreen.Verdicts}), like Postfix's C{postscreen_cache_map}.
+
+    Providers never block the reactor thread; a slow or failed store shows
+    as a failed (or late) L{Deferred}, which
+    L{mtaguard.postscreen.DegradingCache} turns into "no cache".
+    """
+
+    name = Attribute(
+        "How the cache is named in log lines (C{str}), e.g."
+        " C{btree:/var/lib/mtaguard/postscreen_cache}."
+    )
+
+    def get(clientAddress: str) -> Deferred[Any]:
+        """
+        Look up the verdicts stored for C{clientAddress} (an IP address as
+        text).
+
+        @return: a C{Deferred} firing with the stored C{Verdicts} (expired
+            tests included: the caller compares each expiry with the time)
+            or C{None} when nothing (or nothing readable) is stored; it fails
+            when the store cannot be reached in time.
+        """
+
+    def put(clientAddress: str, verdicts: Any) -> Deferred[None]:
+        """
+        Store C{verdicts} (a C{Verdicts}) for C{clientAddress}, replacing
+        what was stored.
+
+        @return: a C{Deferred} firing with C{None} once stored, or failing
+            when the store cannot be reached in time.
+        """
+
+    def cleanup() -> Deferred[tuple[int, int]]:
+        """
+        Drop the entries whose every expiry lies more than the retention time
+        in the past.
+
+        @return: a C{Deferred} firing with C{(retained, dropped)} entry
+            counts (C{(0, 0)} for a store that expires entries itself).
+        """
+
+    def close() -> Deferred[None]:
+        """
+        Release the connection or file; later calls may reopen it.
+
+        @return: a C{Deferred} firing once released.
+        """
