@@ -618,3 +618,42 @@ class RealMemcachedTests(TestCase):
                 break
         self.assertIsNone(result)  # a fresh server has nothing stored
         self.assertEqual(rendered(events)[1], f"postscreen cache {inner.name} available again")
+
+
+class ThreadedSQLiteTests(TestCase):
+    """
+    L{SQLiteVerdictCache} with its calls in real threads, as in
+    production.
+    """
+
+    @inlineCallbacks
+    def test_concurrentCallsInThreads(self) -> Any:
+        """
+        Many concurrent puts and gets from two caches on one file, each run
+        in a pool of several threads, all succeed and agree.
+        """
+        from twisted.python.threadpool import ThreadPool
+
+        from mtaguard.queue import ThreadPoolWorker
+
+        pool = ThreadPool(minthreads=0, maxthreads=4)
+        pool.start()
+        self.addCleanup(pool.stop)
+        path = self.mktemp()
+        worker = ThreadPoolWorker(globalReactor, pool)
+        one = SQLiteVerdictCache(path, clock=globalReactor, worker=worker)
+        two = SQLiteVerdictCache(path, clock=globalReactor, worker=worker)
+        # Create the schema once, so the two first connections do not race
+        # to switch the file to WAL mode.
+        yield one.get("192.0.2.0")
+        now = int(globalReactor.seconds())
+        writes = [
+            (one, two)[n % 2].put(f"192.0.2.{n}", Verdicts(now + n, 1, 0, 0, 0)) for n in range(1, 41)
+        ]
+        for d in writes:
+            yield d
+        for n in range(1, 41):
+            got = yield (two, one)[n % 2].get(f"192.0.2.{n}")
+            self.assertEqual(got, Verdicts(now + n, 1, 0, 0, 0))
+        yield one.close()
+        yield two.close()
