@@ -68,6 +68,7 @@ class SharedServices:
         self._top = top
         self._queue: Any = None
         self._local: Any = None
+        self._manager: Any = None
 
     def queue(self) -> Any:
         """
@@ -116,6 +117,44 @@ class SharedServices:
         """
         if self._local is not None:
             self._local.queued(queueID, recipients)
+        if self._manager is not None:
+            self._manager.queued(queueID, recipients)
+
+    def queueManager(self, view: ParameterView) -> Any:
+        """
+        The queue manager that delivers non-local recipients with the SMTP
+        client (one for every C{smtp} transport: they share the queue),
+        with the parameters of the first C{smtp} service and the system's
+        DNS resolver.
+
+        @raise ConfigurationError: a next hop or C{transport_maps} table in
+            the configuration is unusable.
+        """
+        if self._manager is None:
+            from twisted.names.client import createResolver
+
+            from .client import Router, RoutingError, TableError
+            from .queue import QueueManager
+            from .smtpd._policy import RelayPolicy
+
+            store = self.queue()
+            try:
+                router = Router.fromView(view)
+            except (RoutingError, TableError) as error:
+                raise ConfigurationError(str(error)) from None
+            self._manager = QueueManager(
+                store,
+                view=view,
+                router=router,
+                resolver=createResolver(),
+                isLocal=RelayPolicy(view).isLocal,
+                clock=self.reactor,
+                log=Logger(namespace="mtaguard.smtp"),
+                worker=store.worker,
+            )
+            self._manager.setName("qmgr")
+            self._manager.setServiceParent(self._top)
+        return self._manager
 
 
 #: Builds the service for one master.cf entry of a runnable program.
@@ -160,6 +199,26 @@ def _buildSmtpd(
         portal=portal,
         queued=shared.queued,
     )
+
+
+class ClientTransport(Service):
+    """
+    A master.cf service running C{smtp} (C{smtp/unix}, C{relay/unix}): a
+    transport name the router may choose.  Its deliveries are made by the
+    shared queue manager (L{SharedServices.queueManager}), which this
+    service makes sure exists.
+    """
+
+    def __init__(self, entry: ServiceEntry, manager: Any) -> None:
+        self.entry = entry
+        self.manager = manager
+        Service.setName(self, f"{entry.name}/{entry.type}")
+
+
+def _buildSmtp(
+    entry: ServiceEntry, view: ParameterView, endpoints: tuple[str, ...], shared: SharedServices
+) -> IService:
+    return ClientTransport(entry, shared.queueManager(view))
 
 
 programBuilders: dict[str, ProgramBuilder] = {"smtpd": _buildSmtpd}

@@ -3,7 +3,8 @@ The durable mail queue and the local delivery agent.
 
 A message is acknowledged only once its queue file is written, fsync'ed and
 moved into C{active/} (L{QueueStore}, group-committed); then
-L{LocalDeliveryManager} delivers its local recipients with L{MaildirAgent}.
+L{LocalDeliveryManager} delivers its local recipients with L{MaildirAgent},
+and L{QueueManager} the others with the SMTP client.
 The queue file format is documented in C{docs/queue-format.md}.
 """
 
@@ -19,6 +20,7 @@ from ._format import (
 )
 from ._ids import QueueIDGenerator
 from ._local import LocalDeliveryManager
+from ._manager import QueueManager, markRecipient
 from ._maildir import MaildirAgent
 from ._store import (
     MAX_PENDING_BYTES,
@@ -44,6 +46,7 @@ __all__ = [
     "QueueFileHeader",
     "QueueFormatError",
     "QueueIDGenerator",
+    "QueueManager",
     "QueueStore",
     "QueuedMessage",
     "QueuedRecipient",
@@ -51,6 +54,7 @@ __all__ = [
     "SynchronousWorker",
     "ThreadPoolWorker",
     "encodeQueueFile",
+    "markRecipient",
     "parseQueueFile",
     "serialCalls",
 ]

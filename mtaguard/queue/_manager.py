@@ -1,0 +1,584 @@
+# -*- test-case-name: tests.test_queue_manager -*-
+"""
+The queue manager: delivers the non-local recipients of the messages in
+C{active/} with the SMTP client, as Postfix's qmgr(8) and smtp(8) do
+together.
+
+A queue run (at start and every C{queue_run_delay}) looks at each file in
+C{active/} whose backoff time has come.  Its pending recipients that are not
+local are grouped per next hop (L{Router}), the next hop is resolved and its
+destinations tried in order (L{AttemptBudget}); the message goes over one
+connection, and every recipient's outcome is written to the queue file
+(one status byte rewritten in place, then fsync) before it is logged:
+
+  - C{sent} marks the recipient C{D}, C{bounced} (a 5xx) marks it C{B};
+  - C{deferred} (a 4xx, a connection that failed or timed out) leaves it
+    C{P}; the file is tried again after a backoff that doubles from
+    C{minimal_backoff_time} up to C{maximal_backoff_time}.  Backoffs are
+    kept in memory only: after a restart every file is simply tried;
+  - a recipient deferred when the message is older than
+    C{maximal_queue_lifetime} (C{bounce_queue_lifetime} for a null-sender
+    message) is bounced with C{message expired}.
+
+A file with no recipient left pending is removed.  Since a recipient's
+marker is durable before anything else happens, a restart delivers again at
+most the recipients whose outcome had not yet been written (the crash
+window), and never one that was marked done.
+
+At most C{default_destination_concurrency_limit} connections are open to
+one next hop, each carrying one message at a time.
+
+Not yet done: the non-delivery notification (an RFC 3464 DSN to the
+sender) for bounced recipients; a warning says so once per message.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.error import ConnectionRefusedError, TimeoutError as ConnectTimeoutError
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint, ITransport
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..config import ParameterView, params
+from ._format import QueueFile, QueueFormatError, QueuedRecipient, RecipientStatus, parseQueueFile
+from ._ids import isQueueID
+from ._local import formatDelay
+from ._store import QueueStore
+
+__all__ = ["QueueManager", "markRecipient"]
+
+#: Connects to one destination: returns the endpoint for it.
+Connector = Callable[[Any], IStreamClientEndpoint]
+
+
+def markRecipient(
+    path: str, recipient: QueuedRecipient, status: RecipientStatus, fsync: Callable[[int], None] = os.fsync
+) -> None:
+    """
+    Durably record a recipient's new status in its queue file: one byte
+    written in place (a crash leaves the old or the new byte, never a torn
+    field), then fsync.
+    """
+    descriptor = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.pwrite(descriptor, status.value, recipient.statusOffset)
+        fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _readQueueFile(path: str) -> QueueFile:
+    with open(path, "rb") as f:
+        return parseQueueFile(f.read())
+
+
+def _removeIfDone(path: str) -> bool:
+    """
+    Remove the queue file if no recipient is pending (local ones included).
+
+    @return: whether it was removed.
+    """
+    try:
+        queued = _readQueueFile(path)
+    except FileNotFoundError:
+        return False
+    if queued.header.pending:
+        return False
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _connectError(failure: Failure) -> str:
+    error = failure.value
+    if isinstance(error, ConnectionRefusedError):
+        return "Connection refused"
+    if isinstance(error, ConnectTimeoutError):
+        return "Connection timed out"
+    text = str(error).strip()
+    return text or type(error).__name__
+
+
+def _hangUp(protocol: Any) -> None:
+    """
+    Close a connection that will carry nothing: QUIT if the session allows
+    it now, else drop it.
+    """
+    try:
+        protocol.quit().addErrback(lambda failure: None)
+    except RuntimeError:
+        if protocol.transport is not None:
+            protocol.transport.loseConnection()
+
+
+class _Attempt:
+    """
+    One delivery attempt of one queue file: what is known about it.
+    """
+
+    def __init__(self, queueID: str, path: str, queued: QueueFile, started: float) -> None:
+        self.queueID = queueID
+        self.path = path
+        self.queued = queued
+        self.started = started
+        self.byAddress: dict[str, list[QueuedRecipient]] = {}
+        for recipient in queued.header.pending:
+            self.byAddress.setdefault(recipient.address, []).append(recipient)
+        self.deferred = False
+        self.bounced = False
+
+
+class QueueManager(Service):
+    """
+    Deliver the non-local recipients of the messages in C{active/}.
+    """
+
+    def __init__(
+        self,
+        store: QueueStore,
+        *,
+        view: ParameterView,
+        router: Any,
+        resolver: Any,
+        isLocal: Callable[[str], bool],
+        clock: IReactorTime,
+        log: Logger,
+        connector: Optional[Connector] = None,
+        addressPolicy: Any = None,
+        worker: Any = None,
+        fsync: Callable[[int], None] = os.fsync,
+        random: Any = None,
+        tlsPolicyFor: Optional[Callable[[str], Any]] = None,
+    ) -> None:
+        """
+        @param store: the queue whose C{active/} files are delivered.
+        @param view: the parameters of the C{smtp} service.
+        @param router: a L{mtaguard.client.Router}.
+        @param resolver: a C{twisted.names} resolver.
+        @param isLocal: whether a recipient is delivered locally (left
+            alone here).
+        @param clock: schedules queue runs; timestamps log lines.
+        @param log: receives the Postfix-form delivery lines.
+        @param connector: makes the endpoint for a
+            L{mtaguard.client.Destination}; by default TCP, bound to
+            C{smtp_bind_address} / C{smtp_bind_address6} if set.
+        @param addressPolicy: a L{mtaguard.client.AddressPolicy}; by
+            default from C{view}.
+        @param worker: runs the blocking file work; by default the store's.
+        @param fsync: replaces C{os.fsync} for the status markers.
+        @param random: the equal-preference MX shuffle source.
+        @param tlsPolicyFor: the client TLS policy for a next-hop domain;
+            by default L{mtaguard.tls.clientTLSPolicy} from C{view}.
+        """
+        from ..client import AddressPolicy
+
+        self._store = store
+        self._view = view
+        self._router = router
+        self._resolver = resolver
+        self._isLocal = isLocal
+        self._clock = clock
+        self._log = log
+        self._connector: Connector = connector if connector is not None else self._tcpEndpoint
+        self._policy = addressPolicy if addressPolicy is not None else AddressPolicy.fromView(view)
+        self._worker = worker if worker is not None else store.worker
+        self._fsync = fsync
+        self._random = random
+        self._tlsPolicies: dict[str, Any] = {}
+        self._tlsPolicyFor = tlsPolicyFor if tlsPolicyFor is not None else self._defaultTLSPolicy
+        self._limit = view[params.default_destination_concurrency_limit]
+        self._recipientLimit = view[params.default_destination_recipient_limit]
+        self._semaphores: dict[object, DeferredSemaphore] = {}
+        #: Files being delivered now.
+        self._busy: set[str] = set()
+        #: queue ID -> (backoff in seconds, time of the next attempt).
+        self._backoff: dict[str, tuple[float, float]] = {}
+        self._warnedBounce: set[str] = set()
+        self._loop: Optional[LoopingCall] = None
+
+    # -- service -----------------------------------------------------------
+
+    def startService(self) -> None:
+        """
+        Run the queue now and every C{queue_run_delay}.
+        """
+        Service.startService(self)
+        self._loop = LoopingCall(self._queueRun)
+        self._loop.clock = self._clock
+        self._loop.start(self._view[params.queue_run_delay], now=True).addErrback(
+            lambda failure: self._log.failure("queue run failed", failure)
+        )
+
+    def stopService(self) -> Any:
+        """
+        Stop the queue runs (deliveries in progress finish on their own).
+        """
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        return Service.stopService(self)
+
+    # -- scheduling --------------------------------------------------------
+
+    def runQueue(self) -> Deferred[None]:
+        """
+        Look at every file in C{active/} now; attempt those whose backoff
+        time has come.
+
+        @return: fires when every attempt started by this run is over.
+        """
+        directory = self._store.activeDirectory
+        listing: Deferred[list[str]] = self._worker.run(lambda: os.listdir(directory))
+
+        def listed(names: list[str]) -> Deferred[Any]:
+            now = self._clock.seconds()
+            attempts = []
+            for name in sorted(names):
+                if not isQueueID(name) or name in self._busy:
+                    continue
+                backoff = self._backoff.get(name)
+                if backoff is not None and backoff[1] > now:
+                    continue
+                attempts.append(self.attempt(name))
+            return gatherResults(attempts, consumeErrors=True)
+
+        def ignore(result: object) -> None:
+            return None
+
+        return listing.addCallback(listed).addCallback(ignore)
+
+    def _queueRun(self) -> Deferred[None]:
+        running = self.runQueue()
+        running.addErrback(lambda failure: self._log.failure("queue run failed", failure))
+        # The loop does not wait for slow deliveries: a file in progress is
+        # skipped by the next run.
+        return succeed(None)
+
+    def queued(self, queueID: str, recipients: Iterable[str] | None = None) -> None:
+        """
+        A message was just committed: deliver its non-local recipients now
+        rather than at the next queue run.
+        """
+        if recipients is not None and all(self._isLocal(r) for r in recipients):
+            return
+        if queueID in self._busy:
+            return
+        self.attempt(queueID).addErrback(
+            lambda failure: self._log.failure("{queueID}: delivery failed", failure, queueID=queueID)
+        )
+
+    def attempt(self, queueID: str) -> Deferred[None]:
+        """
+        One delivery attempt of one queue file, now.
+        """
+        if queueID in self._busy:
+            return succeed(None)
+        self._busy.add(queueID)
+        path = os.path.join(self._store.activeDirectory, queueID)
+        reading: Deferred[QueueFile] = self._worker.run(lambda: _readQueueFile(path))
+
+        def read(queued: QueueFile) -> Deferred[None] | None:
+            return self._deliverFile(_Attempt(queueID, path, queued, self._clock.seconds()))
+
+        def unreadable(failure: Failure) -> None:
+            if failure.check(FileNotFoundError):
+                self._backoff.pop(queueID, None)
+                return None
+            if failure.check(QueueFormatError):
+                # The local delivery manager moves it to corrupt/.
+                self._log.warn("warning: {queueID}: corrupt queue file: {error}", queueID=queueID, error=failure.value)
+                return None
+            failure.raiseException()
+
+        def finished(result: object) -> object:
+            self._busy.discard(queueID)
+            return result
+
+        return reading.addCallbacks(read, unreadable).addBoth(finished)
+
+    # -- one file ----------------------------------------------------------
+
+    def _deliverFile(self, attempt: _Attempt) -> Deferred[None]:
+        from ..client import RoutingError, groupByNexthop
+
+        remote = [r.address for r in attempt.queued.header.pending if not self._isLocal(r.address)]
+        work: list[Deferred[None]] = []
+        if remote:
+            routes: dict[str, Any] = {}
+            routable = []
+            for address in remote:
+                try:
+                    routes[address] = self._router.route(address)
+                    routable.append(address)
+                except RoutingError as problem:
+                    work.append(self._record(attempt, [address], "none", None, "bounced", "5.1.3", str(problem)))
+            for route, group in groupByNexthop(routable, routes.__getitem__, self._recipientLimit):
+                work.append(self._deliverGroup(attempt, route, group))
+        done = gatherResults(work, consumeErrors=True)
+
+        def allDone(result: object) -> Deferred[None]:
+            return self._finishFile(attempt)
+
+        def failed(failure: Failure) -> Deferred[None]:
+            # A failure to record an outcome (the file system): retry later.
+            self._log.failure("{queueID}: delivery failed", failure, queueID=attempt.queueID)
+            attempt.deferred = True
+            return self._finishFile(attempt)
+
+        return done.addCallbacks(allDone, failed)
+
+    def _finishFile(self, attempt: _Attempt) -> Deferred[None]:
+        queueID = attempt.queueID
+        if attempt.bounced and queueID not in self._warnedBounce:
+            self._warnedBounce.add(queueID)
+            self._log.warn("{queueID}: sender non-delivery notification not yet implemented", queueID=queueID)
+        if attempt.deferred:
+            previous = self._backoff.get(queueID)
+            minimum = float(self._view[params.minimal_backoff_time])
+            maximum = float(self._view[params.maximal_backoff_time])
+            backoff = minimum if previous is None else min(max(previous[0] * 2, minimum), maximum)
+            self._backoff[queueID] = (backoff, self._clock.seconds() + backoff)
+        else:
+            self._backoff.pop(queueID, None)
+        path = attempt.path
+        removing: Deferred[bool] = self._worker.run(lambda: _removeIfDone(path))
+
+        def removed(gone: bool) -> None:
+            if gone:
+                self._backoff.pop(queueID, None)
+                self._warnedBounce.discard(queueID)
+                self._log.info("{queueID}: removed", queueID=queueID)
+
+        return removing.addCallback(removed)
+
+    # -- one next hop ------------------------------------------------------
+
+    def _deliverGroup(self, attempt: _Attempt, route: Any, recipients: list[str]) -> Deferred[None]:
+        from ..client import Discard, ResolutionError, Undeliverable, resolveAll
+
+        if isinstance(route, Discard):
+            return self._record(attempt, recipients, "none", None, "sent", "2.0.0", route.reason or "discarded")
+        if isinstance(route, Undeliverable):
+            status = "bounced" if route.permanent else "deferred"
+            return self._record(attempt, recipients, "none", None, status, route.status, route.reason)
+        nexthops: tuple[Any, ...] = route
+        resolving = resolveAll(nexthops, self._resolver, self._policy, random=self._random)
+
+        def resolved(destinations: list[Any]) -> Deferred[None]:
+            semaphore = self._semaphores.get(route)
+            if semaphore is None:
+                semaphore = self._semaphores[route] = DeferredSemaphore(max(self._limit, 1) if self._limit > 0 else 1 << 30)
+            return semaphore.run(self._deliverTo, attempt, nexthops[0], destinations, recipients)
+
+        def unresolved(failure: Failure) -> Deferred[None]:
+            failure.trap(ResolutionError)
+            error: ResolutionError = failure.value  # type: ignore[assignment]
+            status = "bounced" if error.permanent else "deferred"
+            return self._record(attempt, recipients, "none", None, status, error.status, error.reason)
+
+        return resolving.addCallbacks(resolved, unresolved)
+
+    def _deliverTo(self, attempt: _Attempt, nexthop: Any, destinations: list[Any], recipients: list[str]) -> Deferred[None]:
+        from ..client import AttemptBudget
+
+        budget = AttemptBudget(destinations, self._policy)
+        lastError = ["4.4.1", "no destination to try"]
+
+        def tryNext() -> Deferred[None]:
+            destination = budget.nextDestination()
+            if destination is None:
+                # As Postfix: relay=none when no server could be reached.
+                return self._record(attempt, recipients, "none", None, "deferred", lastError[0], lastError[1])
+            relay = f"{destination.hostname}[{destination.address}]:{destination.port}"
+            try:
+                protocol = self._protocolFor(nexthop, destination)
+                endpoint = self._connector(destination)
+            except Exception as problem:
+                lastError[:] = ["4.3.5", f"cannot connect to {relay}: {problem}"]
+                return tryNext()
+            from ..client import connectNextHop
+
+            connecting = connectNextHop(endpoint, protocol, view=self._view, clock=self._clock)
+
+            def connected(protocol: Any) -> Deferred[None]:
+                budget.sessionEstablished()
+                return self._sendOver(attempt, protocol, relay, recipients, self._clock.seconds())
+
+            def notConnected(failure: Failure) -> Deferred[None]:
+                lastError[:] = ["4.4.1", f"connect to {relay}: {_connectError(failure)}"]
+                return tryNext()
+
+            return connecting.addCallbacks(connected, notConnected)
+
+        return tryNext()
+
+    def _protocolFor(self, nexthop: Any, destination: Any) -> Any:
+        from ..client import ClientSession, SessionSettings, SMTPClientProtocol
+
+        tls = self._tlsPolicyFor(nexthop.host)
+        hop = f"{destination.hostname}[{destination.address}]"
+        creator = tls.creatorFor(destination.hostname) if tls.context is not None else None
+
+        def verdict(transport: ITransport) -> Optional[str]:
+            judged = tls.verdict(transport, f"{hop}:{destination.port}")
+            self._log.info("{line}", line=judged.logLine)
+            return None if judged.satisfied else (judged.reason or "TLS handshake failed")
+
+        session = ClientSession(
+            SessionSettings(nextHop=hop, heloName=self._view[params.smtp_helo_name], tlsLevel=tls.level)
+        )
+        return SMTPClientProtocol(
+            session=session,
+            nextHop=hop,
+            view=self._view,
+            clock=self._clock,
+            tlsCreator=creator,
+            tlsVerdict=verdict,
+        )
+
+    def _defaultTLSPolicy(self, domain: str) -> Any:
+        from ..tls import clientTLSPolicy
+
+        policy = self._tlsPolicies.get(domain)
+        if policy is None:
+            policy = self._tlsPolicies[domain] = clientTLSPolicy(self._view, nextHop=domain, reactor=self._clock)
+            for line in policy.warnings:
+                self._log.warn("{line}", line=line)
+        return policy
+
+    def _tcpEndpoint(self, destination: Any) -> IStreamClientEndpoint:
+        if destination.family == 6:
+            bind = self._view[params.smtp_bind_address6]
+            return TCP6ClientEndpoint(
+                self._clock, destination.address, destination.port, bindAddress=(bind, 0) if bind else None
+            )
+        bind = self._view[params.smtp_bind_address]
+        return TCP4ClientEndpoint(
+            self._clock, destination.address, destination.port, bindAddress=(bind, 0) if bind else None
+        )
+
+    def _sendOver(self, attempt: _Attempt, protocol: Any, relay: str, recipients: list[str], connected: float) -> Deferred[None]:
+        from ..client import OutboundMessage
+
+        try:
+            source = open(attempt.path, "rb")
+        except OSError as problem:
+            _hangUp(protocol)
+            return self._record(attempt, recipients, relay, connected, "deferred", "4.3.0", f"cannot read queue file: {problem}")
+        message = OutboundMessage.fromQueueFile(attempt.queued.header, source, tuple(recipients))
+        try:
+            delivering: Deferred[Any] = protocol.deliver(message)
+        except RuntimeError:
+            # The session gave the connection up before the message (a
+            # greeting refused, a lost connection).
+            source.close()
+            _hangUp(protocol)
+            return self._record(
+                attempt, recipients, relay, connected, "deferred", "4.4.2", f"lost connection with {relay} before delivery"
+            )
+
+        def delivered(result: Any) -> Deferred[None]:
+            source.close()
+            work = []
+            reported = set()
+            for outcome in result.outcomes:
+                reported.add(outcome.recipient)
+                work.append(
+                    self._record(attempt, [outcome.recipient], relay, connected, outcome.status, outcome.dsn, outcome.reason)
+                )
+            missing = [r for r in recipients if r not in reported]
+            if missing:
+                work.append(
+                    self._record(attempt, missing, relay, connected, "deferred", "4.4.2", f"delivery to {relay} was not attempted")
+                )
+            recorded = gatherResults(work, consumeErrors=True)
+
+            def quit(result: object) -> Deferred[object]:
+                closing = protocol.quit() if protocol.usable else succeed(None)
+                closing.addErrback(lambda failure: None)
+                return closing.addCallback(lambda ignored: result)
+
+            return recorded.addBoth(quit).addCallback(lambda ignored: None)
+
+        def failed(failure: Failure) -> Failure:
+            source.close()
+            return failure
+
+        done: Deferred[None] = delivering.addCallbacks(delivered, failed)
+        return done
+
+    # -- outcomes ----------------------------------------------------------
+
+    def _record(
+        self,
+        attempt: _Attempt,
+        recipients: Sequence[str],
+        relay: str,
+        connected: Optional[float],
+        status: str,
+        dsn: str,
+        reason: str,
+    ) -> Deferred[None]:
+        """
+        Mark each recipient's outcome durably in the queue file, then log it.
+        """
+        if status == "deferred":
+            header = attempt.queued.header
+            lifetime = self._view[
+                params.bounce_queue_lifetime if header.envelope.sender == "" else params.maximal_queue_lifetime
+            ]
+            if self._clock.seconds() - header.envelope.arrival >= lifetime:
+                status, reason = "bounced", f"message expired; last error: {reason}"
+        marker = {"sent": RecipientStatus.DELIVERED, "bounced": RecipientStatus.BOUNCED}.get(status)
+        entries = [entry for address in recipients for entry in attempt.byAddress.get(address, [])]
+        path = attempt.path
+
+        def mark() -> None:
+            if marker is None:
+                return
+            for entry in entries:
+                markRecipient(path, entry, marker, self._fsync)
+
+        marking: Deferred[None] = self._worker.run(mark)
+
+        def marked(result: None) -> None:
+            if status == "deferred":
+                attempt.deferred = True
+            elif status == "bounced":
+                attempt.bounced = True
+            for address in recipients:
+                self._logOutcome(attempt, address, relay, connected, dsn, f"{status} ({reason})")
+
+        return marking.addCallback(marked)
+
+    def _logOutcome(
+        self, attempt: _Attempt, recipient: str, relay: str, connected: Optional[float], dsn: str, status: str
+    ) -> None:
+        now = self._clock.seconds()
+        arrival = attempt.queued.header.envelope.arrival
+        inQueue = max(0.0, attempt.started - arrival)
+        if connected is None:
+            setup, transmission = 0.0, 0.0
+            inQueue = max(0.0, now - arrival)
+        else:
+            setup = max(0.0, connected - attempt.started)
+            transmission = max(0.0, now - connected)
+        self._log.info(
+            "{queueID}: to=<{recipient}>, relay={relay}, delay={delay}, delays={delays}, dsn={dsn}, status={status}",
+            queueID=attempt.queueID,
+            recipient=recipient,
+            relay=relay,
+            delay=formatDelay(max(0.0, now - arrival)),
+            delays="/".join(formatDelay(x) for x in (0.0, inQueue, setup, transmission)),
+            dsn=dsn,
+            status=status,
+        )

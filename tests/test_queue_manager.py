@@ -1,0 +1,414 @@
+"""
+Tests for L{mtaguard.queue.QueueManager}: messages in a real queue
+directory delivered by the SMTP client to mtaguard's own server, in memory
+(L{twisted.test.iosim}), with a fake resolver and a L{Clock}.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
+from twisted.test.iosim import FakeTransport, IOPump, connect
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from mtaguard.client import Destination, Router
+from mtaguard.config import ParameterView
+from mtaguard.queue import Envelope, QueueManager, QueueStore, RecipientStatus, SynchronousWorker, parseQueueFile
+from mtaguard.smtpd import ServerContext, SMTPServerProtocol
+from mtaguard.testing import MemoryQueue
+
+from .smtpdharness import BASE
+from .test_client_routing import FakeResolver, a, mx
+
+ARRIVAL = 1_764_000_000.0
+CONTENT = b"Subject: hello\r\n\r\nbody\r\n"
+
+OK = "ok@mx.example.org"
+BAD = "bad@other.example"
+LATER = "later@down.example"
+LOCAL = "someone@local.example"
+
+RESOLVER_RECORDS: dict[tuple[str, str], list[Any]] = {
+    ("mx.example.org", "MX"): [mx(10, "mx.example.org")],
+    ("mx.example.org", "A"): [a("192.0.2.1")],
+    ("other.example", "MX"): [mx(10, "mx.example.org")],
+    ("down.example", "MX"): [mx(10, "down.example")],
+    ("down.example", "A"): [a("192.0.2.9")],
+}
+
+
+def managerView(**values: str) -> ParameterView:
+    settings = {
+        "compatibility_level": "3.6",
+        "myhostname": "relay.example.net",
+        "mydomain": "example.net",
+        "smtp_tls_security_level": "none",
+        "queue_run_delay": "60s",
+        "minimal_backoff_time": "300s",
+        "maximal_backoff_time": "1000s",
+        "maximal_queue_lifetime": "1d",
+        "bounce_queue_lifetime": "1h",
+    }
+    settings.update(values)
+    return ParameterView(settings)
+
+
+class Network:
+    """
+    Next hops in memory: every connection gets a fresh mtaguard server
+    with L{serverSettings}; addresses in L{down} refuse connections.
+    """
+
+    def __init__(self) -> None:
+        self.serverSettings: dict[str, str] = dict(BASE)
+        self.serverClock = Clock()
+        self.queue = MemoryQueue()
+        self.down: set[str] = set()
+        self.connections: list[str] = []
+        self.pumps: list[IOPump] = []
+
+    def endpoint(self, destination: Destination) -> IStreamClientEndpoint:
+        return _Endpoint(self, destination)
+
+    def settle(self) -> None:
+        """
+        Move bytes on every connection until nothing moves.
+        """
+        moved = True
+        while moved:
+            moved = False
+            for pump in list(self.pumps):
+                if pump.pump():
+                    moved = True
+
+    def openConnections(self) -> int:
+        return sum(1 for pump in self.pumps if not (pump.clientIO.disconnected and pump.serverIO.disconnected))
+
+
+@implementer(IStreamClientEndpoint)
+class _Endpoint:
+    def __init__(self, network: Network, destination: Destination) -> None:
+        self.network = network
+        self.destination = destination
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        network = self.network
+        network.connections.append(self.destination.address)
+        if self.destination.address in network.down:
+            return fail(ConnectionRefusedError())
+        server = SMTPServerProtocol(
+            ServerContext(view=ParameterView(network.serverSettings), queue=network.queue, clock=network.serverClock)
+        )
+        client = factory.buildProtocol(IPv4Address("TCP", self.destination.address, self.destination.port))
+        assert client is not None
+        serverTransport = FakeTransport(server, isServer=True, peerAddress=IPv4Address("TCP", "203.0.113.9", 40000))
+        clientTransport = FakeTransport(client, isServer=False)
+        pump = connect(server, serverTransport, client, clientTransport, greet=False)
+        network.pumps.append(pump)
+        return succeed(client)
+
+
+class QueueManagerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(ARRIVAL)
+        self.directory = self.mktemp()
+        self.store = QueueStore(self.directory, reactor=self.clock, worker=SynchronousWorker())
+        self.store.start()
+        self.addCleanup(self.store.stop)
+        self.network = Network()
+        self.events: list[dict[str, Any]] = []
+        self.fsyncs: list[int] = []
+        self.manager: Optional[QueueManager] = None
+
+    def tearDown(self) -> None:
+        if self.manager is not None and self.manager.running:
+            self.manager.stopService()
+
+    def makeManager(self, **values: str) -> QueueManager:
+        view = managerView(**values)
+
+        def fsync(descriptor: int) -> None:
+            self.events.append({"log_format": "fsync", "fsync": True})
+            os.fsync(descriptor)
+
+        manager = QueueManager(
+            self.store,
+            view=view,
+            router=Router.fromView(view),
+            resolver=FakeResolver(RESOLVER_RECORDS),
+            isLocal=lambda address: address.endswith("@local.example"),
+            clock=self.clock,
+            log=Logger(observer=self.events.append),
+            connector=self.network.endpoint,
+            fsync=fsync,
+        )
+        return manager
+
+    def start(self, **values: str) -> QueueManager:
+        if self.manager is not None and self.manager.running:
+            self.manager.stopService()
+        self.manager = self.makeManager(**values)
+        self.manager.startService()
+        self.network.settle()
+        return self.manager
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.network.settle()
+
+    def commit(self, *recipients: str, sender: str = "sender@client.example") -> str:
+        envelope = Envelope(
+            sender=sender,
+            recipients=recipients,
+            parameters=(),
+            clientAddress="192.0.2.7",
+            clientPort=40123,
+            clientName="unknown",
+            helo="client.example",
+            protocol="ESMTP",
+            tls=False,
+            authUser=None,
+            arrival=self.clock.seconds(),
+        )
+        message = self.store.newMessage(envelope)
+        message.write(CONTENT)
+        return self.successResultOf(message.commit())
+
+    def path(self, queueID: str) -> str:
+        return os.path.join(self.store.activeDirectory, queueID)
+
+    def statuses(self, queueID: str) -> dict[str, RecipientStatus]:
+        with open(self.path(queueID), "rb") as f:
+            header = parseQueueFile(f.read()).header
+        return {r.address: r.status for r in header.recipients}
+
+    def lines(self) -> list[str]:
+        return [formatEvent(event) for event in self.events if not event.get("fsync")]
+
+    def deliveryLines(self, recipient: str) -> list[str]:
+        return [line for line in self.lines() if f"to=<{recipient}>" in line]
+
+    def delivered(self) -> list[tuple[str, ...]]:
+        return [message.envelope.recipients for message in self.network.queue.committed]
+
+    def test_delivered(self) -> None:
+        """
+        A message for a remote recipient is delivered to the next hop found
+        through the MX records, logged in Postfix's form, and its queue
+        file removed.
+        """
+        queueID = self.commit(OK)
+        self.start()
+        self.assertEqual(self.delivered(), [(OK,)])
+        [queued] = self.network.queue.committed
+        self.assertTrue(bytes(queued.content).endswith(CONTENT))
+        self.assertFalse(os.path.exists(self.path(queueID)))
+        [line] = self.deliveryLines(OK)
+        self.assertTrue(line.startswith(f"{queueID}: to=<{OK}>, relay=mx.example.org[192.0.2.1]:25, delay=0, delays=0/0/0/0, dsn=2.0.0, status=sent (250 "), line)
+        self.assertIn(f"{queueID}: removed", self.lines())
+        self.assertEqual(self.network.openConnections(), 0)
+
+    def test_durableBeforeLogged(self) -> None:
+        """
+        Each outcome is fsync'ed into the queue file before it is logged.
+        """
+        self.commit(OK)
+        self.start()
+        kinds = ["fsync" if event.get("fsync") else formatEvent(event) for event in self.events]
+        sent = [i for i, line in enumerate(kinds) if "status=sent" in line]
+        self.assertEqual(len(sent), 1)
+        self.assertIn("fsync", kinds[: sent[0]])
+
+    def test_localLeftAlone(self) -> None:
+        """
+        Local recipients are not delivered by the queue manager and keep
+        the file: it is removed only when nothing is pending.
+        """
+        queueID = self.commit(OK, LOCAL)
+        self.start()
+        self.assertEqual(self.delivered(), [(OK,)])
+        self.assertEqual(self.statuses(queueID), {OK: RecipientStatus.DELIVERED, LOCAL: RecipientStatus.PENDING})
+        self.assertEqual(self.deliveryLines(LOCAL), [])
+
+    def test_deferredRetriedAfterBackoff(self) -> None:
+        """
+        A 4xx reply defers the recipient; the file is tried again only
+        once the backoff, doubling from minimal_backoff_time, has passed,
+        then sent and removed.
+        """
+        # Default relay restrictions: 454 for a domain the server does not
+        # relay for.
+        queueID = self.commit(BAD)
+        self.start()
+        [line] = self.deliveryLines(BAD)
+        self.assertIn("relay=mx.example.org[192.0.2.1]:25", line)
+        self.assertIn("dsn=4.7.1, status=deferred (host mx.example.org[192.0.2.1] said: 454 4.7.1", line)
+        self.assertEqual(self.statuses(queueID), {BAD: RecipientStatus.PENDING})
+        self.assertEqual(len(self.network.connections), 1)
+        # Queue runs every 60 s; minimal_backoff_time is 300 s.
+        self.advance(240)
+        self.assertEqual(len(self.network.connections), 1)
+        self.advance(60)
+        self.assertEqual(len(self.network.connections), 2)
+        self.assertEqual(len(self.deliveryLines(BAD)), 2)
+        # Deferred again: now 600 s.
+        self.advance(540)
+        self.assertEqual(len(self.network.connections), 2)
+        self.network.serverSettings["smtpd_relay_restrictions"] = "permit"
+        self.advance(60)
+        self.assertEqual(len(self.network.connections), 3)
+        self.assertEqual(self.delivered(), [(BAD,)])
+        self.assertIn("status=sent (250 ", self.deliveryLines(BAD)[-1])
+        self.assertFalse(os.path.exists(self.path(queueID)))
+
+    def test_partialSuccessNeverResent(self) -> None:
+        """
+        A 5xx bounces its recipient while another is sent and a third,
+        whose next hop is down, is deferred; the sender is warned about the
+        missing notification once.  After a restart on the same queue only
+        the deferred recipient is delivered.
+        """
+        self.network.serverSettings["smtpd_relay_restrictions"] = "reject_unauth_destination"
+        self.network.down.add("192.0.2.9")
+        queueID = self.commit(OK, BAD, LATER)
+        self.start()
+        self.assertEqual(self.delivered(), [(OK,)])
+        self.assertEqual(
+            self.statuses(queueID),
+            {OK: RecipientStatus.DELIVERED, BAD: RecipientStatus.BOUNCED, LATER: RecipientStatus.PENDING},
+        )
+        [bounced] = self.deliveryLines(BAD)
+        self.assertIn("dsn=5.7.1, status=bounced (host mx.example.org[192.0.2.1] said: 554 5.7.1", bounced)
+        [deferred] = self.deliveryLines(LATER)
+        self.assertIn(
+            "relay=none, delay=0, delays=0/0/0/0, dsn=4.4.1, status=deferred (connect to down.example[192.0.2.9]:25: Connection refused)",
+            deferred,
+        )
+        warning = f"{queueID}: sender non-delivery notification not yet implemented"
+        self.assertEqual(self.lines().count(warning), 1)
+
+        # Restart: everything reachable and accepted now.
+        self.network.down.clear()
+        self.network.serverSettings["smtpd_relay_restrictions"] = "permit"
+        self.clock.advance(10)
+        self.start()
+        self.assertEqual(self.delivered(), [(OK,), (LATER,)])
+        self.assertEqual(len(self.deliveryLines(OK)), 1)
+        self.assertEqual(len(self.deliveryLines(BAD)), 1)
+        self.assertFalse(os.path.exists(self.path(queueID)))
+        self.assertEqual(self.lines().count(warning), 1)
+
+    def test_connectFailureDeferred(self) -> None:
+        """
+        A connection that fails defers the recipients and keeps the file.
+        """
+        self.network.down.add("192.0.2.9")
+        queueID = self.commit(LATER)
+        self.start()
+        [line] = self.deliveryLines(LATER)
+        self.assertIn("status=deferred (connect to down.example[192.0.2.9]:25: Connection refused)", line)
+        self.assertEqual(self.statuses(queueID), {LATER: RecipientStatus.PENDING})
+        self.assertEqual(self.network.connections, ["192.0.2.9"])
+
+    def test_expired(self) -> None:
+        """
+        A recipient still deferred after maximal_queue_lifetime is bounced
+        with "message expired", and the file removed.
+        """
+        self.network.down.add("192.0.2.9")
+        queueID = self.commit(LATER)
+        self.start()
+        self.advance(86400 - 60)
+        self.assertTrue(os.path.exists(self.path(queueID)))
+        self.assertNotIn("bounced", self.deliveryLines(LATER)[-1])
+        for _ in range(20):
+            self.advance(60)
+        last = self.deliveryLines(LATER)[-1]
+        self.assertIn("status=bounced (message expired; last error: connect to down.example[192.0.2.9]:25", last)
+        self.assertFalse(os.path.exists(self.path(queueID)))
+        self.assertEqual(self.lines().count(f"{queueID}: sender non-delivery notification not yet implemented"), 1)
+
+    def test_nullSenderExpiresSooner(self) -> None:
+        """
+        A null-sender message expires after bounce_queue_lifetime.
+        """
+        self.network.down.add("192.0.2.9")
+        queueID = self.commit(LATER, sender="")
+        self.start()
+        for _ in range(80):
+            self.advance(60)
+        self.assertIn("message expired", self.deliveryLines(LATER)[-1])
+        self.assertFalse(os.path.exists(self.path(queueID)))
+
+    def test_concurrencyLimit(self) -> None:
+        """
+        At most default_destination_concurrency_limit connections are open
+        to one next hop; the next message waits for one to finish.
+        """
+        self.network.queue.holdCommits = True
+        first = self.commit(OK)
+        second = self.commit(OK)
+        self.start(default_destination_concurrency_limit="1")
+        self.assertEqual(len(self.network.connections), 1)
+        self.network.queue.releaseCommits()
+        self.network.settle()
+        self.assertEqual(len(self.network.connections), 2)
+        self.network.queue.releaseCommits()
+        self.network.settle()
+        self.assertFalse(os.path.exists(self.path(first)))
+        self.assertFalse(os.path.exists(self.path(second)))
+        self.assertEqual(self.delivered(), [(OK,), (OK,)])
+
+
+class ServiceWiringTests(SynchronousTestCase):
+    """
+    L{mtaguard.service} builds one queue manager for the C{smtp} transports.
+    """
+
+    def test_buildSmtp(self) -> None:
+        """
+        The C{smtp} builder adds one shared queue manager (C{qmgr}) to the
+        service tree, whatever the number of C{smtp} services; committed
+        messages are handed to it.
+        """
+        from twisted.application.service import MultiService
+
+        from mtaguard.config import parseConfiguration
+        from mtaguard.service import ClientTransport, SharedServices, _buildSmtp
+
+        import twisted.names.client
+
+        # The real resolver would schedule re-reads of resolv.conf on the
+        # global reactor.
+        self.patch(twisted.names.client, "createResolver", lambda: FakeResolver({}))
+        queueDirectory = os.path.abspath(self.mktemp())
+        configuration = parseConfiguration(
+            self.mktemp(),
+            f"queue_directory = {queueDirectory}\nmyhostname = mx.example.org\n",
+            "smtp unix - - n - - smtp\nrelay unix - - n - - smtp\n",
+        )
+        top = MultiService()
+        shared = SharedServices(configuration, top, Clock())
+        children = [
+            _buildSmtp(entry, configuration.view(entry), (), shared) for entry in configuration.services()
+        ]
+        self.assertEqual([child.name for child in children], ["smtp/unix", "relay/unix"])
+        managers = {child.manager for child in children if isinstance(child, ClientTransport)}
+        self.assertEqual(len(managers), 1)
+        [manager] = managers
+        self.assertIsInstance(manager, QueueManager)
+        self.assertIs(top.getServiceNamed("qmgr"), manager)
+        calls: list[str] = []
+        self.patch(manager, "attempt", lambda queueID: calls.append(queueID) or succeed(None))
+        shared.queued("ID1", ("a@remote.example",))
+        shared.queued("ID2", ("postmaster@mx.example.org",))
+        self.assertEqual(calls, ["ID1"])
