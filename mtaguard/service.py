@@ -221,11 +221,7 @@ def _buildSmtp(
     return ClientTransport(entry, shared.queueManager(view))
 
 
-#: C{smtp} (L{_buildSmtp}) is not registered yet: tests/test_service.py
-#: (test_stock) and tests/test_tap.py (test_childrenPerService) still pin
-#: C{smtp/unix} as an L{UnavailableProgram} and the tree's child names; add
-#: C{"smtp": _buildSmtp} together with those assertions.
-programBuilders: dict[str, ProgramBuilder] = {"smtpd": _buildSmtpd}
+programBuilders: dict[str, ProgramBuilder] = {"smtpd": _buildSmtpd, "smtp": _buildSmtp}
 
 #: The listen backlog of every inet service: Twisted's default of 50 makes a
 #: burst of connections wait for SYN retransmissions.
