@@ -151,6 +151,8 @@ class SharedServices:
                 clock=self.reactor,
                 log=Logger(namespace="mtaguard.smtp"),
                 worker=store.worker,
+                # A notification for a local sender goes to its Maildir.
+                bounceQueued=self.queued,
             )
             self._manager.setName("qmgr")
             self._manager.setServiceParent(self._top)

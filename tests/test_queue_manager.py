@@ -273,8 +273,8 @@ class QueueManagerTests(SynchronousTestCase):
     def test_partialSuccessNeverResent(self) -> None:
         """
         A 5xx bounces its recipient while another is sent and a third,
-        whose next hop is down, is deferred; the sender is warned about the
-        missing notification once.  After a restart on the same queue only
+        whose next hop is down, is deferred; one non-delivery notification
+        is queued for the sender.  After a restart on the same queue only
         the deferred recipient is delivered.
         """
         self.network.serverSettings["smtpd_relay_restrictions"] = "reject_unauth_destination"
@@ -293,8 +293,8 @@ class QueueManagerTests(SynchronousTestCase):
             "relay=none, delay=0, delays=0/0/0/0, dsn=4.4.1, status=deferred (connect to down.example[192.0.2.9]:25: Connection refused)",
             deferred,
         )
-        warning = f"{queueID}: sender non-delivery notification not yet implemented"
-        self.assertEqual(self.lines().count(warning), 1)
+        notified = [line for line in self.lines() if line.startswith(f"{queueID}: sender non-delivery notification: ")]
+        self.assertEqual(len(notified), 1)
 
         # Restart: everything reachable and accepted now.
         self.network.down.clear()
@@ -305,7 +305,33 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertEqual(len(self.deliveryLines(OK)), 1)
         self.assertEqual(len(self.deliveryLines(BAD)), 1)
         self.assertFalse(os.path.exists(self.path(queueID)))
-        self.assertEqual(self.lines().count(warning), 1)
+        notified = [line for line in self.lines() if line.startswith(f"{queueID}: sender non-delivery notification: ")]
+        self.assertEqual(len(notified), 1)
+
+    def test_notificationQueued(self) -> None:
+        """
+        A bounced recipient makes a non-delivery notification: queued with
+        the null sender, addressed to the original sender, a
+        multipart/report naming the recipient and the server's reply.
+        """
+        import email
+        import email.policy
+
+        self.network.serverSettings["smtpd_relay_restrictions"] = "reject_unauth_destination"
+        self.network.down.add("192.0.2.9")
+        queueID = self.commit(BAD, LATER, sender="sender@local.example")
+        self.start()
+        [line] = [l for l in self.lines() if l.startswith(f"{queueID}: sender non-delivery notification: ")]
+        bounceID = line.rsplit(" ", 1)[1]
+        with open(self.path(bounceID), "rb") as handle:
+            queued = parseQueueFile(handle.read())
+        self.assertEqual(queued.header.envelope.sender, "")
+        self.assertEqual(queued.header.envelope.recipients, ("sender@local.example",))
+        report = email.message_from_bytes(queued.content, policy=email.policy.default)
+        self.assertEqual(report.get_content_type(), "multipart/report")
+        self.assertIn(f"Final-Recipient: rfc822; {BAD}".encode(), queued.content)
+        self.assertIn(b"Status: 5.7.1", queued.content)
+        self.assertNotIn(f"Final-Recipient: rfc822; {LATER}".encode(), queued.content)
 
     def test_connectFailureDeferred(self) -> None:
         """
@@ -335,7 +361,8 @@ class QueueManagerTests(SynchronousTestCase):
         last = self.deliveryLines(LATER)[-1]
         self.assertIn("status=bounced (message expired; last error: connect to down.example[192.0.2.9]:25", last)
         self.assertFalse(os.path.exists(self.path(queueID)))
-        self.assertEqual(self.lines().count(f"{queueID}: sender non-delivery notification not yet implemented"), 1)
+        notified = [line for line in self.lines() if line.startswith(f"{queueID}: sender non-delivery notification: ")]
+        self.assertEqual(len(notified), 1)
 
     def test_nullSenderExpiresSooner(self) -> None:
         """
@@ -412,3 +439,4 @@ class ServiceWiringTests(SynchronousTestCase):
         shared.queued("ID1", ("a@remote.example",))
         shared.queued("ID2", ("postmaster@mx.example.org",))
         self.assertEqual(calls, ["ID1"])
+

@@ -2010,6 +2010,15 @@ tls_random_reseed_period = timeParameter(
 )
 
 
+bounce_size_limit = intParameter(
+    "bounce_size_limit",
+    "50000",
+    "Largest original message returned whole in a non-delivery notification;"
+    " larger ones come back as headers only.",
+    minimum=1,
+)
+
+
 # --- mtaguard's own parameters ------------------------------------------------
 
 mtaguard_queue_sync = stringParameter(

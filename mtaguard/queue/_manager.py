@@ -28,8 +28,9 @@ window), and never one that was marked done.
 At most C{default_destination_concurrency_limit} connections are open to
 one next hop, each carrying one message at a time.
 
-Not yet done: the non-delivery notification (an RFC 3464 DSN to the
-sender) for bounced recipients; a warning says so once per message.
+Recipients that bounce get one RFC 3464 non-delivery notification per
+attempt, queued with the null sender before the original's file can be
+removed; a message with the null sender is never bounced.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..config import ParameterView, params
+from ._dsn import FailedRecipient, buildBounce
+from ._envelope import Envelope
 from ._format import QueueFile, QueueFormatError, QueuedRecipient, RecipientStatus, parseQueueFile
 from ._ids import isQueueID
 from ._local import formatDelay
@@ -135,6 +138,8 @@ class _Attempt:
             self.byAddress.setdefault(recipient.address, []).append(recipient)
         self.deferred = False
         self.bounced = False
+        #: The recipients bounced in this attempt, for the notification.
+        self.failures: list[FailedRecipient] = []
 
 
 class QueueManager(Service):
@@ -158,6 +163,7 @@ class QueueManager(Service):
         fsync: Callable[[int], None] = os.fsync,
         random: Any = None,
         tlsPolicyFor: Optional[Callable[[str], Any]] = None,
+        bounceQueued: Optional[Callable[[str, tuple[str, ...]], None]] = None,
     ) -> None:
         """
         @param store: the queue whose C{active/} files are delivered.
@@ -178,6 +184,9 @@ class QueueManager(Service):
         @param random: the equal-preference MX shuffle source.
         @param tlsPolicyFor: the client TLS policy for a next-hop domain;
             by default L{mtaguard.tls.clientTLSPolicy} from C{view}.
+        @param bounceQueued: told about each queued non-delivery
+            notification (queue ID, recipients), so that local delivery sees
+            it too; by default only this manager's L{queued}.
         """
         from ..client import AddressPolicy
 
@@ -202,7 +211,7 @@ class QueueManager(Service):
         self._busy: set[str] = set()
         #: queue ID -> (backoff in seconds, time of the next attempt).
         self._backoff: dict[str, tuple[float, float]] = {}
-        self._warnedBounce: set[str] = set()
+        self._bounceQueued = bounceQueued if bounceQueued is not None else self.queued
         self._loop: Optional[LoopingCall] = None
 
     # -- service -----------------------------------------------------------
@@ -338,9 +347,9 @@ class QueueManager(Service):
 
     def _finishFile(self, attempt: _Attempt) -> Deferred[None]:
         queueID = attempt.queueID
-        if attempt.bounced and queueID not in self._warnedBounce:
-            self._warnedBounce.add(queueID)
-            self._log.warn("{queueID}: sender non-delivery notification not yet implemented", queueID=queueID)
+        notifying: Deferred[None] = succeed(None)
+        if attempt.failures:
+            notifying = self._notifySender(attempt)
         if attempt.deferred:
             previous = self._backoff.get(queueID)
             minimum = float(self._view[params.minimal_backoff_time])
@@ -350,15 +359,92 @@ class QueueManager(Service):
         else:
             self._backoff.pop(queueID, None)
         path = attempt.path
-        removing: Deferred[bool] = self._worker.run(lambda: _removeIfDone(path))
+
+        def remove(_: object) -> Deferred[bool]:
+            # The notification is on stable storage before the bounced
+            # recipients' queue file can go.
+            return self._worker.run(lambda: _removeIfDone(path))
 
         def removed(gone: bool) -> None:
             if gone:
                 self._backoff.pop(queueID, None)
-                self._warnedBounce.discard(queueID)
                 self._log.info("{queueID}: removed", queueID=queueID)
 
-        return removing.addCallback(removed)
+        return notifying.addCallback(remove).addCallback(removed)
+
+    def _notifySender(self, attempt: _Attempt) -> Deferred[None]:
+        """
+        Queue an RFC 3464 non-delivery notification for the recipients that
+        bounced in this attempt.  Nothing is sent for a message that is
+        itself a notification (null sender), as Postfix does not bounce
+        bounces to their sender.
+        """
+        header = attempt.queued.header
+        sender = header.envelope.sender
+        failures, attempt.failures = attempt.failures, []
+        if not sender:
+            self._log.info(
+                "{queueID}: not bouncing a message with the null sender", queueID=attempt.queueID
+            )
+            return succeed(None)
+        now = self._clock.seconds()
+        myhostname = self._view[params.myhostname]
+        notification = buildBounce(
+            myhostname=myhostname,
+            queueID=attempt.queueID,
+            sender=sender,
+            arrival=header.envelope.arrival,
+            now=now,
+            failures=failures,
+            original=attempt.queued.content,
+            sizeLimit=self._view[params.bounce_size_limit],
+            boundary=f"{attempt.queueID}.{int(now)}/{myhostname}",
+        )
+        try:
+            message = self._store.newMessage(
+                Envelope(
+                    sender="",
+                    recipients=(sender,),
+                    parameters=(),
+                    clientAddress="127.0.0.1",
+                    clientPort=0,
+                    clientName="localhost",
+                    helo=myhostname,
+                    protocol="local",
+                    tls=False,
+                    authUser=None,
+                    arrival=now,
+                )
+            )
+        except OSError as error:
+            # The bounced recipients stay marked; the file stays until the
+            # notification can be written (next queue run).
+            self._log.warn(
+                "warning: {queueID}: cannot queue non-delivery notification: {error}",
+                queueID=attempt.queueID,
+                error=str(error),
+            )
+            attempt.failures = failures
+            return succeed(None)
+        message.write(notification)
+        committed = message.commit()
+
+        def done(bounceID: str) -> None:
+            self._log.info(
+                "{queueID}: sender non-delivery notification: {bounceID}",
+                queueID=attempt.queueID,
+                bounceID=bounceID,
+            )
+            self._bounceQueued(bounceID, (sender,))
+
+        def failed(failure: Failure) -> None:
+            self._log.warn(
+                "warning: {queueID}: cannot queue non-delivery notification: {error}",
+                queueID=attempt.queueID,
+                error=failure.getErrorMessage(),
+            )
+
+        return committed.addCallbacks(done, failed)
 
     # -- one next hop ------------------------------------------------------
 
@@ -555,6 +641,13 @@ class QueueManager(Service):
                 attempt.deferred = True
             elif status == "bounced":
                 attempt.bounced = True
+                host = relay.split("[", 1)[0]
+                for address in recipients:
+                    attempt.failures.append(
+                        FailedRecipient(
+                            address, dsn, reason, remoteMTA=host if relay != "none" else None
+                        )
+                    )
             for address in recipients:
                 self._logOutcome(attempt, address, relay, connected, dsn, f"{status} ({reason})")
 
