@@ -69,7 +69,6 @@ _COMPAT: tuple[tuple[str, Default], ...] = (
     ("body_checks", ""),
     ("body_checks_size_limit", "51200"),
     ("bounce_service_name", "bounce"),
-    ("bounce_size_limit", "50000"),
     ("bounce_template_file", ""),
     ("canonical_classes", "envelope_sender, envelope_recipient, header_sender, header_recipient"),
     ("canonical_maps", ""),
