@@ -53,7 +53,7 @@ from twisted.logger import Logger
 from twisted.python.randbytes import secureRandom
 from zope.interface import Attribute, Interface, implementer
 
-from mtaguard.config import ParameterView, params
+from mtaguard.config import Parameter, ParameterView, params
 
 if TYPE_CHECKING:
     from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -584,17 +584,19 @@ def _certificates(view: ParameterView, warnings: list[str]) -> list[CertifiedKey
     return loaded
 
 
-def _buildContext(view: ParameterView, mandatory: bool, warnings: list[str]) -> SSL.Context:
+def _versionBounds(view: ParameterView, protocolsParameter: Parameter[tuple[str, ...]]) -> tuple[int, int]:
     """
-    Build the server context.
+    The lowest and highest protocol versions a C{*_tls_protocols} or
+    C{*_tls_mandatory_protocols} parameter allows, for server and client
+    alike.
 
-    @raise _Disabled: when a parameter or a file makes it impossible.
+    Postfix's default (C{>=TLSv1}) is not taken as a wish for TLS 1.0: only
+    a list the admin wrote that names an older version lowers the floor
+    below Twisted's TLS 1.2.
+
+    @raise _Disabled: for an invalid list, or one that allows only versions
+        older than TLS 1.2 without saying so explicitly.
     """
-    certified = _certificates(view, warnings)
-
-    protocolsParameter = (
-        params.smtpd_tls_mandatory_protocols if mandatory else params.smtpd_tls_protocols
-    )
     protocolItems: tuple[str, ...] = view[protocolsParameter]
     try:
         versions = protocolRange(protocolItems)
@@ -606,8 +608,6 @@ def _buildContext(view: ParameterView, mandatory: bool, warnings: list[str]) -> 
             f"{_where(view, protocolsParameter.name)}{protocolsParameter.name}: {error}",
         ) from None
     minimum, maximum = versions.minimum, versions.maximum
-    # Postfix's default (>=TLSv1) is not taken as a wish for TLS 1.0: only a
-    # list the admin wrote that names an older version lowers the floor.
     lowered = versions.namesOlder and view.isExplicit(protocolsParameter.name)
     if minimum < DEFAULT_MINIMUM and not lowered:
         if maximum < DEFAULT_MINIMUM:
@@ -621,6 +621,21 @@ def _buildContext(view: ParameterView, mandatory: bool, warnings: list[str]) -> 
                 " only versions older than TLSv1.2 are enabled",
             )
         minimum = DEFAULT_MINIMUM
+    return minimum, maximum
+
+
+def _buildContext(view: ParameterView, mandatory: bool, warnings: list[str]) -> SSL.Context:
+    """
+    Build the server context.
+
+    @raise _Disabled: when a parameter or a file makes it impossible.
+    """
+    certified = _certificates(view, warnings)
+
+    protocolsParameter = (
+        params.smtpd_tls_mandatory_protocols if mandatory else params.smtpd_tls_protocols
+    )
+    minimum, maximum = _versionBounds(view, protocolsParameter)
 
     gradeParameter = params.smtpd_tls_mandatory_ciphers if mandatory else params.smtpd_tls_ciphers
     excluded: tuple[str, ...] = view[params.smtpd_tls_exclude_ciphers]
@@ -1192,35 +1207,7 @@ def _buildClientContext(view: ParameterView, level: str, warnings: list[str]) ->
     protocolsParameter = (
         params.smtp_tls_mandatory_protocols if mandatory else params.smtp_tls_protocols
     )
-    protocolItems: tuple[str, ...] = view[protocolsParameter]
-    try:
-        versions = protocolRange(protocolItems)
-    except InvalidProtocols as error:
-        raise _Disabled(
-            protocolsParameter.name,
-            [
-                f'warning: Invalid TLS protocol list "{" ".join(protocolItems)}":'
-                " disabling TLS support"
-            ],
-            f"{_where(view, protocolsParameter.name)}{protocolsParameter.name}: {error}",
-        ) from None
-    minimum, maximum = versions.minimum, versions.maximum
-    # As on the server: Postfix's default >=TLSv1 is not a wish for TLS 1.0;
-    # only a list the admin wrote that names an older version lowers the
-    # floor below Twisted's TLS 1.2.
-    lowered = versions.namesOlder and view.isExplicit(protocolsParameter.name)
-    if minimum < DEFAULT_MINIMUM and not lowered:
-        if maximum < DEFAULT_MINIMUM:
-            raise _Disabled(
-                protocolsParameter.name,
-                [
-                    f"warning: {protocolsParameter.name} enables only versions older than"
-                    " TLSv1.2: disabling TLS support"
-                ],
-                f"{_where(view, protocolsParameter.name)}{protocolsParameter.name}:"
-                " only versions older than TLSv1.2 are enabled",
-            )
-        minimum = DEFAULT_MINIMUM
+    minimum, maximum = _versionBounds(view, protocolsParameter)
 
     gradeParameter = params.smtp_tls_mandatory_ciphers if mandatory else params.smtp_tls_ciphers
     excluded: tuple[str, ...] = view[params.smtp_tls_exclude_ciphers]
