@@ -223,7 +223,7 @@ class MtaguardProcess:
         except FileNotFoundError:
             return ""
 
-    def waitForLog(self, text: str, timeout: float = 10.0, count: int = 1) -> str:
+    def waitForLog(self, text: str, timeout: float = 30.0, count: int = 1) -> str:
         """
         Wait until C{text} appears C{count} times in the log; return the log.
         """
