@@ -440,3 +440,22 @@ class ServiceWiringTests(SynchronousTestCase):
         shared.queued("ID2", ("postmaster@mx.example.org",))
         self.assertEqual(calls, ["ID1"])
 
+
+
+class MarkerTests(SynchronousTestCase):
+    """
+    L{markRecipient} copes with a file deleted by mtaguard-postsuper.
+    """
+
+    def test_deletedFile(self) -> None:
+        """
+        A queue file removed while its message was being delivered has
+        nothing left to mark: no error, C{False}.
+        """
+        from mtaguard.queue._format import QueuedRecipient
+        from mtaguard.queue._markers import markRecipient
+
+        recipient = QueuedRecipient("x@example.org", RecipientStatus.PENDING, 10)
+        self.assertFalse(
+            markRecipient(os.path.join(self.mktemp(), "gone"), recipient, RecipientStatus.DELIVERED)
+        )

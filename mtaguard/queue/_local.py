@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from ._format import QueueFile, QueueFormatError, QueuedRecipient, RecipientStatus, parseQueueFile
 from ._ids import isQueueID
 from ._maildir import MaildirAgent
+from ._markers import markRecipient
 from ._store import QueueStore
 
 #: Queue files delivered at the same time.  The store shares its worker's
@@ -54,17 +55,6 @@ def formatDelay(seconds: float) -> str:
 def _readQueueFile(path: str) -> QueueFile:
     with open(path, "rb") as f:
         return parseQueueFile(f.read())
-
-
-def _markDone(path: str, recipient: QueuedRecipient, fsync: Callable[[int], None]) -> None:
-    # One byte written in place: a crash leaves either the old or the new
-    # status, never a torn field.
-    descriptor = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.pwrite(descriptor, RecipientStatus.DELIVERED.value, recipient.statusOffset)
-        fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class LocalDeliveryManager(Service):
@@ -220,7 +210,7 @@ class LocalDeliveryManager(Service):
 
             def job() -> None:
                 self._agent.deliver(queued, recipient.address, started)
-                _markDone(path, recipient, self._fsync)
+                markRecipient(path, recipient, RecipientStatus.DELIVERED, self._fsync)
 
             def delivered(result: None) -> None:
                 remaining.discard(recipient.statusOffset)

@@ -53,28 +53,13 @@ from ._envelope import Envelope
 from ._format import QueueFile, QueueFormatError, QueuedRecipient, RecipientStatus, parseQueueFile
 from ._ids import isQueueID
 from ._local import formatDelay
+from ._markers import markRecipient
 from ._store import QueueStore
 
 __all__ = ["QueueManager", "markRecipient"]
 
 #: Connects to one destination: returns the endpoint for it.
 Connector = Callable[[Any], IStreamClientEndpoint]
-
-
-def markRecipient(
-    path: str, recipient: QueuedRecipient, status: RecipientStatus, fsync: Callable[[int], None] = os.fsync
-) -> None:
-    """
-    Durably record a recipient's new status in its queue file: one byte
-    written in place (a crash leaves the old or the new byte, never a torn
-    field), then fsync.
-    """
-    descriptor = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.pwrite(descriptor, status.value, recipient.statusOffset)
-        fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _readQueueFile(path: str) -> QueueFile:
