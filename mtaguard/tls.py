@@ -584,6 +584,29 @@ def _certificates(view: ParameterView, warnings: list[str]) -> list[CertifiedKey
     return loaded
 
 
+def _cipherString(
+    view: ParameterView, gradeParameter: Parameter[str], exclusions: list[str], minimum: int
+) -> str:
+    """
+    The OpenSSL cipher string for a cipher grade parameter and exclusions,
+    for server and client alike.
+
+    @raise _Disabled: when the grade or an exclusion is invalid.
+    """
+    try:
+        ciphers = cipherList(view, view[gradeParameter], exclusions)
+    except ValueError as error:
+        raise _Disabled(
+            gradeParameter.name,
+            [f"warning: {error}: disabling TLS support"],
+            f"{_where(view, gradeParameter.name)}{gradeParameter.name}: {error}",
+        ) from None
+    if minimum < DEFAULT_MINIMUM:
+        # OpenSSL 3 and later refuse TLS 1.0 and 1.1 above security level 0.
+        ciphers += ":@SECLEVEL=0"
+    return ciphers
+
+
 def _versionBounds(view: ParameterView, protocolsParameter: Parameter[tuple[str, ...]]) -> tuple[int, int]:
     """
     The lowest and highest protocol versions a C{*_tls_protocols} or
@@ -646,17 +669,7 @@ def _buildContext(view: ParameterView, mandatory: bool, warnings: list[str]) -> 
     if view[params.smtpd_tls_ask_ccert] or (mandatory and view[params.smtpd_tls_req_ccert]):
         # Anonymous ciphers cannot ask for a client certificate.
         exclusions.append("aNULL")
-    try:
-        ciphers = cipherList(view, view[gradeParameter], exclusions)
-    except ValueError as error:
-        raise _Disabled(
-            gradeParameter.name,
-            [f"warning: {error}: disabling TLS support"],
-            f"{_where(view, gradeParameter.name)}{gradeParameter.name}: {error}",
-        ) from None
-    if minimum < DEFAULT_MINIMUM:
-        # OpenSSL 3 and later refuse TLS 1.0 and 1.1 above security level 0.
-        ciphers += ":@SECLEVEL=0"
+    ciphers = _cipherString(view, gradeParameter, exclusions, minimum)
 
     context = SSL.Context(SSL.TLS_METHOD)
     options = (
@@ -1219,17 +1232,7 @@ def _buildClientContext(view: ParameterView, level: str, warnings: list[str]) ->
         # An anonymous cipher means no certificate to authenticate
         # (Postfix excludes aNULL at these levels too).
         exclusions.append("aNULL")
-    try:
-        ciphers = cipherList(view, view[gradeParameter], exclusions)
-    except ValueError as error:
-        raise _Disabled(
-            gradeParameter.name,
-            [f"warning: {error}: disabling TLS support"],
-            f"{_where(view, gradeParameter.name)}{gradeParameter.name}: {error}",
-        ) from None
-    if minimum < DEFAULT_MINIMUM:
-        # OpenSSL 3 and later refuse TLS 1.0 and 1.1 above security level 0.
-        ciphers += ":@SECLEVEL=0"
+    ciphers = _cipherString(view, gradeParameter, exclusions, minimum)
 
     context = SSL.Context(SSL.TLS_METHOD)
     options = (
