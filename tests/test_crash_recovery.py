@@ -1,0 +1,89 @@
+"""
+Crash recovery with real processes: mail acknowledged with 250 survives a
+kill -9 of mtaguard and is delivered after a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import subprocess
+from email.message import EmailMessage
+
+from twisted.trial.unittest import TestCase
+
+from .realpeers import (
+    HOST,
+    MtaguardProcess,
+    freePort,
+    requireTool,
+    temporaryDirectory,
+    waitForFiles,
+    writeConfiguration,
+)
+
+
+class KillNineTests(TestCase):
+    """
+    The durable queue keeps every acknowledged message across a crash.
+    """
+
+    timeout = 180
+
+    def test_acknowledgedMailSurvivesKill(self) -> None:
+        """
+        Twenty messages for a next hop that is down are acknowledged; the
+        process is killed with SIGKILL; after a restart, with the next hop
+        (Postfix's smtp-sink) up, all twenty arrive there.
+        """
+        sink = requireTool(self, "smtp-sink")
+        directory = temporaryDirectory(self)
+        port = freePort()
+        sinkPort = freePort()
+        writeConfiguration(
+            directory,
+            port,
+            {"relayhost": f"[{HOST}]:{sinkPort}", "smtp_tls_security_level": ""},
+            masterExtra="smtp unix - - n - - smtp\n",
+        )
+        server = MtaguardProcess(directory, port)
+        server.start()
+        self.addCleanup(server.stop)
+
+        with smtplib.SMTP(HOST, port, timeout=30) as client:
+            for number in range(20):
+                message = EmailMessage()
+                message["From"] = "sender@example.org"
+                message["To"] = "someone@remote.example"
+                message["Subject"] = f"crash test {number}"
+                message.set_content(f"message number {number}\n")
+                # send_message raises unless the server answered 250.
+                client.send_message(message)
+
+        assert server.process is not None
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(30)
+
+        received = os.path.join(directory, "sink")
+        os.makedirs(received)
+        sinkProcess = subprocess.Popen(
+            [sink, "-u", "root", "-d", os.path.join(received, "%M."), f"{HOST}:{sinkPort}", "100"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(sinkProcess.wait, 30)
+        self.addCleanup(sinkProcess.kill)
+
+        restarted = MtaguardProcess(directory, port)
+        restarted.start()
+        self.addCleanup(restarted.stop)
+        files = waitForFiles(received, 20, timeout=90)
+        subjects = set()
+        for path in files:
+            with open(path, "rb") as handle:
+                for line in handle.read().splitlines():
+                    if line.startswith(b"Subject: crash test "):
+                        subjects.add(line)
+        self.assertEqual(len(subjects), 20, restarted.log())
