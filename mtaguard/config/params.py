@@ -2039,6 +2039,13 @@ mtaguard_sasl_password_file = stringParameter(
     postfix=False,
 )
 
+mtaguard_dns_servers = listParameter(
+    "mtaguard_dns_servers",
+    "",
+    "DNS servers (address or [address]:port) that MX, address and DNSBL"
+    " lookups ask; empty: those of /etc/resolv.conf.",
+    postfix=False,
+)
 
 # --- Run-time behaviour of some values ----------------------------------------
 
