@@ -69,6 +69,7 @@ class SharedServices:
         self._queue: Any = None
         self._local: Any = None
         self._manager: Any = None
+        self._control: Any = None
 
     def queue(self) -> Any:
         """
@@ -156,7 +157,29 @@ class SharedServices:
             )
             self._manager.setName("qmgr")
             self._manager.setServiceParent(self._top)
+            self._control = self.controlService(store.directory, self._manager)
+            self._control.setServiceParent(self._top)
         return self._manager
+
+    def controlService(self, queueDirectory: str, manager: Any) -> Any:
+        """
+        The control socket that C{mtaguard-postqueue -f/-i} and
+        C{mtaguard-postsuper -r/-d} talk to, answered by C{manager}; in
+        C{<queue_directory>/mtaguard/private/control}.
+
+        @raise ConfigurationError: if that path is too long for a UNIX
+            socket address (so the service does not start without it).
+        """
+        from .control._protocol import SocketPathTooLong, controlSocketPath
+        from .control._server import ControlService
+
+        try:
+            path = controlSocketPath(queueDirectory)
+        except SocketPathTooLong as error:
+            raise ConfigurationError(str(error)) from None
+        control = ControlService(path, manager, reactor=self.reactor, log=Logger(namespace="mtaguard.control"))
+        Service.setName(control, "control")
+        return control
 
 
 #: Builds the service for one master.cf entry of a runnable program.

@@ -7,6 +7,8 @@ directory delivered by the SMTP client to mtaguard's own server, in memory
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any, Optional
 
 from twisted.internet.address import IPv4Address
@@ -395,6 +397,114 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(self.path(second)))
         self.assertEqual(self.delivered(), [(OK,), (OK,)])
 
+    def test_flush(self) -> None:
+        """
+        L{QueueManager.flush} (C{postqueue -f}) makes every deferred
+        message due now: it is attempted at once, not after its backoff.
+        """
+        self.network.down.add("192.0.2.9")
+        queueID = self.commit(LATER)
+        self.start()
+        self.assertEqual(self.network.connections, ["192.0.2.9"])
+        self.advance(10)
+        self.assertEqual(len(self.network.connections), 1)
+        self.network.down.clear()
+        self.network.serverSettings["smtpd_relay_restrictions"] = "permit"
+        self.manager.flush()  # type: ignore[union-attr]
+        self.network.settle()
+        self.assertEqual(self.network.connections, ["192.0.2.9", "192.0.2.9"])
+        self.assertEqual(self.delivered(), [(LATER,)])
+        self.assertFalse(os.path.exists(self.path(queueID)))
+
+    def test_deliverNow(self) -> None:
+        """
+        L{QueueManager.deliverNow} (C{postqueue -i}) attempts that message
+        only, at once, and says whether it is in the queue; text that is not
+        a queue ID is refused before it reaches the file system.
+        """
+        self.network.down.add("192.0.2.9")
+        first = self.commit(LATER)
+        second = self.commit(LATER)
+        manager = self.start()
+        self.assertEqual(len(self.network.connections), 2)
+        self.network.down.clear()
+        self.network.serverSettings["smtpd_relay_restrictions"] = "permit"
+        self.assertTrue(self.successResultOf(manager.deliverNow(first)))
+        self.network.settle()
+        self.assertEqual(len(self.network.connections), 3)
+        self.assertFalse(os.path.exists(self.path(first)))
+        self.assertTrue(os.path.exists(self.path(second)))
+        self.assertFalse(self.successResultOf(manager.deliverNow(first)))
+        self.assertRaises(ValueError, manager.deliverNow, "../active")
+
+    def test_requeueKeepsDone(self) -> None:
+        """
+        L{QueueManager.requeue} (C{postsuper -r}) attempts the message again
+        at once, with the routing of now; a recipient already delivered is
+        not sent again, and the queue ID stays the same.
+        """
+        self.network.down.add("192.0.2.9")
+        queueID = self.commit(OK, LATER)
+        manager = self.start()
+        self.assertEqual(self.delivered(), [(OK,)])
+        self.network.down.clear()
+        self.network.serverSettings["smtpd_relay_restrictions"] = "permit"
+        self.assertEqual(self.successResultOf(manager.requeue([queueID])), [queueID])
+        self.network.settle()
+        self.assertEqual(self.delivered(), [(OK,), (LATER,)])
+        self.assertEqual(len(self.deliveryLines(OK)), 1)
+        self.assertFalse(os.path.exists(self.path(queueID)))
+        self.assertIn("Requeued: 1 message", self.lines())
+
+    def test_requeueAll(self) -> None:
+        """
+        C{requeue(None)} requeues every message; unknown queue IDs are not
+        counted.
+        """
+        self.network.down.add("192.0.2.9")
+        first = self.commit(LATER)
+        second = self.commit(LATER)
+        manager = self.start()
+        self.assertEqual(self.successResultOf(manager.requeue(["4dFVry0000z3"])), [])
+        self.network.down.clear()
+        self.network.serverSettings["smtpd_relay_restrictions"] = "permit"
+        self.assertEqual(sorted(self.successResultOf(manager.requeue(None))), sorted([first, second]))
+        self.network.settle()
+        self.assertEqual(self.delivered(), [(LATER,), (LATER,)])
+
+    def test_requeueWhileDelivering(self) -> None:
+        """
+        A message requeued while an attempt is in progress is attempted
+        again right after that attempt ends, not after its backoff.
+        """
+        self.network.down.add("192.0.2.9")
+        self.network.queue.holdCommits = True
+        queueID = self.commit(OK, LATER)
+        manager = self.start()
+        # OK's delivery waits for the next hop's commit; LATER was refused.
+        self.assertEqual(sorted(self.network.connections), ["192.0.2.1", "192.0.2.9"])
+        self.successResultOf(manager.requeue([queueID]))
+        self.network.settle()
+        self.assertEqual(self.network.connections.count("192.0.2.9"), 1)
+        self.network.queue.releaseCommits()
+        self.network.settle()
+        self.assertEqual(self.network.connections.count("192.0.2.9"), 2)
+        self.assertEqual(self.network.connections.count("192.0.2.1"), 1)
+
+    def test_delete(self) -> None:
+        """
+        L{QueueManager.delete} (C{postsuper -d} while running) removes the
+        file, logs Postfix's C{removed} line and forgets the backoff.
+        """
+        self.network.down.add("192.0.2.9")
+        queueID = self.commit(LATER)
+        manager = self.start()
+        self.assertEqual(self.successResultOf(manager.delete([queueID, "4dFVry0000z3"])), [queueID])
+        self.assertFalse(os.path.exists(self.path(queueID)))
+        self.assertIn(f"{queueID}: removed", self.lines())
+        self.assertNotIn(queueID, manager._backoff)
+        self.assertRaises(ValueError, manager.delete, ["../x"])
+
 
 class ServiceWiringTests(SynchronousTestCase):
     """
@@ -403,13 +513,15 @@ class ServiceWiringTests(SynchronousTestCase):
 
     def test_buildSmtp(self) -> None:
         """
-        The C{smtp} builder adds one shared queue manager (C{qmgr}) to the
-        service tree, whatever the number of C{smtp} services; committed
-        messages are handed to it.
+        The C{smtp} builder adds one shared queue manager (C{qmgr}) and its
+        control socket service (C{control}) to the service tree, whatever
+        the number of C{smtp} services; committed messages are handed to
+        it.
         """
         from twisted.application.service import MultiService
 
         from mtaguard.config import parseConfiguration
+        from mtaguard.control._server import ControlService
         from mtaguard.service import ClientTransport, SharedServices, _buildSmtp
 
         import twisted.names.client
@@ -417,7 +529,9 @@ class ServiceWiringTests(SynchronousTestCase):
         # The real resolver would schedule re-reads of resolv.conf on the
         # global reactor.
         self.patch(twisted.names.client, "createResolver", lambda: FakeResolver({}))
-        queueDirectory = os.path.abspath(self.mktemp())
+        # Short, for the control socket's path (108 bytes at most).
+        queueDirectory = tempfile.mkdtemp(prefix="mtg-qm-")
+        self.addCleanup(shutil.rmtree, queueDirectory, True)
         configuration = parseConfiguration(
             self.mktemp(),
             f"queue_directory = {queueDirectory}\nmyhostname = mx.example.org\n",
@@ -434,6 +548,9 @@ class ServiceWiringTests(SynchronousTestCase):
         [manager] = managers
         self.assertIsInstance(manager, QueueManager)
         self.assertIs(top.getServiceNamed("qmgr"), manager)
+        control = top.getServiceNamed("control")
+        self.assertIsInstance(control, ControlService)
+        self.assertEqual(control.path, os.path.join(queueDirectory, "mtaguard", "private", "control"))
         calls: list[str] = []
         self.patch(manager, "attempt", lambda queueID: calls.append(queueID) or succeed(None))
         shared.queued("ID1", ("a@remote.example",))

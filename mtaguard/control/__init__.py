@@ -2,11 +2,13 @@
 Queue control: C{mtaguard-postqueue} and C{mtaguard-postsuper}, Postfix's
 C{postqueue} and C{postsuper} for mtaguard's queue.
 
-For now they read (and delete from) the queue directory directly; what
-only the running service can do (flush, requeue) fails with a message
-saying so.  The functions of L{mtaguard.control._queueview} take a queue
-directory and return plain values, so that commands answered by the
-service over a control socket can call them too.
+Listing reads the queue directory directly.  Flush (C{-f}), delivery of
+one message (C{-i}), requeue (C{-r}) and, while the service runs, deletion
+(C{-d}) are asked of the running service over its control socket
+(C{<queue_directory>/mtaguard/private/control}, AMP over a UNIX socket,
+owner only; L{mtaguard.control._server}); without a running service
+deletion unlinks the files directly and the other requests fail saying
+that it is not running.
 """
 
 from ._postqueue import main as postqueueMain

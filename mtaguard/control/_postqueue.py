@@ -3,9 +3,12 @@
 C{mtaguard-postqueue}: Postfix's C{postqueue} for mtaguard's queue.
 
 C{-p} (Postfix's C{mailq} format) and C{-j}/C{--json} read the queue
-directly.  C{-f}, C{-i} and C{-s} need the running service, which this
-command cannot reach yet (there is no control socket); they fail with a
-message that says so instead of pretending to have done anything.
+directly.  C{-f} (flush) and C{-i ID} (deliver one message now) are requests
+to the running service, sent over its control socket
+(L{mtaguard.control._protocol}); when no service answers they fail with a
+message that says so instead of pretending to have done anything.  C{-s}
+(Postfix's per-site fast flush, C{fast_flush_domains}) is not implemented:
+C{-f} does what it would.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from typing import Mapping, Optional, Sequence, TextIO
 
 from mtaguard.config import ConfigurationError
 
+from mtaguard.queue._ids import isQueueID
+
+from ._client import DEFAULT_TIMEOUT, CommandFailed, ControlClient, ServiceUnreachable
+from ._protocol import DeliverOne, Flush, InvalidQueueID, SocketPathTooLong, UnknownMessage, controlSocketPath
 from ._queueview import formatJSON, formatMailq, listQueue, queueDirectoryOf
 
 PROGRAM = "mtaguard-postqueue"
@@ -30,15 +37,23 @@ USAGE = (
     f" | {PROGRAM} -p | {PROGRAM} -s site"
 )
 
-#: Why -f, -i and -s fail: they are requests to the running service.
-UNREACHABLE = (
-    "the running mtaguard service must be asked, and {program} cannot reach it yet"
-    " (no control socket)"
-)
 
 
 class _Fatal(Exception):
     pass
+
+
+def _ask(queueDirectory: str, failed: str, timeout: float) -> ControlClient:
+    """
+    Connect to the service's control socket.
+
+    @param failed: what could not be done, the start of the fatal message.
+    @raise _Fatal: if no service answers.
+    """
+    try:
+        return ControlClient(controlSocketPath(queueDirectory), timeout=timeout)
+    except (ServiceUnreachable, SocketPathTooLong) as error:
+        raise _Fatal(f"{failed} - {error}") from None
 
 
 def run(
@@ -46,6 +61,8 @@ def run(
     out: TextIO,
     err: TextIO,
     environ: Mapping[str, str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> int:
     """
     Run C{mtaguard-postqueue}.
@@ -54,6 +71,7 @@ def run(
     @param out: standard output.
     @param err: standard error.
     @param environ: the environment (for C{$MAIL_CONFIG}).
+    @param timeout: seconds to wait for the service, for C{-f} and C{-i}.
     @return: the exit status.
     """
 
@@ -80,17 +98,32 @@ def run(
         if len({mode for mode, value in modes}) > 1:
             raise _Fatal("specify only one of -f, -i, -j, -p or -s")
         mode, value = modes[-1]
-        unreachable = UNREACHABLE.format(program=PROGRAM)
-        if mode == "-f":
-            raise _Fatal(f"Cannot flush mail queue - {unreachable}")
-        if mode == "-i":
-            raise _Fatal(f"Cannot flush message {value} - {unreachable}")
         if mode == "-s":
-            raise _Fatal(f"Cannot flush mail queue for site {value} - {unreachable}")
+            raise _Fatal(
+                f"Cannot flush mail queue for site {value} - per-site flush"
+                " (fast_flush_domains) is not supported by mtaguard; use -f"
+            )
+        if mode == "-i" and not isQueueID(value):
+            raise _Fatal(f"invalid mail queue id: {value}")
         try:
             queueDirectory = queueDirectoryOf(configDirectory)
         except ConfigurationError as error:
             raise _Fatal(str(error)) from None
+        if mode in ("-f", "-i"):
+            failed = "Cannot flush mail queue" if mode == "-f" else f"Cannot flush message {value}"
+            with _ask(queueDirectory, failed, timeout) as client:
+                try:
+                    if mode == "-f":
+                        client.call(Flush)
+                    else:
+                        client.call(DeliverOne, queueID=value)
+                except UnknownMessage:
+                    raise _Fatal(f"{failed} - no such message in the queue") from None
+                except (InvalidQueueID, CommandFailed) as error:
+                    raise _Fatal(f"{failed} - {error}") from None
+                except ServiceUnreachable as error:
+                    raise _Fatal(f"{failed} - {error}") from None
+            return 0
         entries = listQueue(queueDirectory, warn)
         if mode == "-p":
             for text in formatMailq(entries):

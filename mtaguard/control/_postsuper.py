@@ -3,10 +3,15 @@
 C{mtaguard-postsuper}: Postfix's C{postsuper} for mtaguard's queue.
 
 C{-d ID}, C{-d ALL} and C{-d -} (IDs from standard input) delete messages
-from C{active/} directly, by unlinking their files, which is safe while the
-service runs: a delivery in progress finishes on the unlinked file, and a
-file that is already gone is not an error.  C{-r} (requeue) needs the
-running service, which this command cannot reach yet; it fails saying so.
+from C{active/}.  While the service runs they are deleted by the service,
+asked over its control socket, so that it forgets their backoff and does
+not attempt them again; without a running service the files are unlinked
+directly.  (Unlinking is safe either way: a delivery in progress finishes
+on the unlinked file, and a file that is already gone is not an error.)
+
+C{-r ID|ALL|-} (requeue) asks the running service to attempt the messages
+again from scratch (see L{mtaguard.queue.QueueManager}); without a running
+service it fails saying so: the next start attempts every message anyway.
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from typing import Mapping, Optional, Sequence, TextIO
 
 from mtaguard.config import ConfigurationError
 
-from ._queueview import ACTIVE, deleteMessages, queueDirectoryOf
+from mtaguard.queue._ids import isQueueID
+
+from ._client import DEFAULT_TIMEOUT, CommandFailed, ControlClient, ServiceUnreachable
+from ._protocol import BATCH, Delete, InvalidQueueID, Requeue, SocketPathTooLong, controlSocketPath
+from ._queueview import ACTIVE, deleteMessages, listQueueIDs, queueDirectoryOf
 
 PROGRAM = "mtaguard-postsuper"
 
@@ -37,12 +46,22 @@ def _readIDs(stdin: TextIO) -> list[str]:
     return [line.strip() for line in stdin if line.strip()]
 
 
+def _batches(items: Sequence[str]) -> list[Sequence[str]]:
+    return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
+
+
+def _plural(count: int) -> str:
+    return f"{count} message{'' if count == 1 else 's'}"
+
+
 def run(
     argv: Sequence[str],
     out: TextIO,
     err: TextIO,
     environ: Mapping[str, str],
     stdin: TextIO,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> int:
     """
     Run C{mtaguard-postsuper}.
@@ -52,7 +71,8 @@ def run(
     @param err: standard error, where Postfix's C{postsuper} writes its
         C{removed} and C{Deleted:} lines.
     @param environ: the environment (for C{$MAIL_CONFIG}).
-    @param stdin: standard input, read for C{-d -}.
+    @param stdin: standard input, read for C{-d -} and C{-r -}.
+    @param timeout: seconds to wait for the running service.
     @return: the exit status.
     """
 
@@ -81,31 +101,69 @@ def run(
         for operand in operands:
             if operand != ACTIVE:
                 raise _Fatal(f"invalid directory name: {operand}")
-        if requeues:
-            raise _Fatal(
-                "-r (requeue) is not available without a running service: the running"
-                f" mtaguard service must be asked, and {PROGRAM} cannot reach it yet"
-                " (no control socket)"
-            )
-        if not deletions:
+        if not deletions and not requeues:
             raise _Fatal(USAGE)
         try:
             queueDirectory = queueDirectoryOf(configDirectory)
         except ConfigurationError as error:
             raise _Fatal(str(error)) from None
-        # ALL means every message only as an argument: a line "ALL" read
-        # from standard input is just an invalid queue ID, so that piping a
-        # list never empties the queue.
-        everything = "ALL" in deletions
-        queueIDs: list[str] = []
-        for value in deletions:
-            if value == "-":
-                queueIDs.extend(_readIDs(stdin))
-            else:
-                queueIDs.append(value)
-        count = deleteMessages(queueDirectory, None if everything else queueIDs, removed, warn)
-        if count:
-            err.write(f"{PROGRAM}: Deleted: {count} message{'' if count == 1 else 's'}\n")
+
+        def queueIDsOf(values: list[str]) -> Optional[list[str]]:
+            # ALL means every message only as an argument: a line "ALL"
+            # read from standard input is just an invalid queue ID, so that
+            # piping a list never empties the queue.
+            if "ALL" in values:
+                return None
+            queueIDs: list[str] = []
+            for value in values:
+                if value == "-":
+                    queueIDs.extend(_readIDs(stdin))
+                else:
+                    queueIDs.append(value)
+            valid = []
+            for queueID in dict.fromkeys(queueIDs):
+                if isQueueID(queueID):
+                    valid.append(queueID)
+                else:
+                    warn(f"invalid mail queue id: {queueID}")
+            return valid
+
+        toDelete = queueIDsOf(deletions) if deletions else []
+        toRequeue = queueIDsOf(requeues) if requeues else []
+        client: Optional[ControlClient] = None
+        try:
+            client = ControlClient(controlSocketPath(queueDirectory), timeout=timeout)
+        except (ServiceUnreachable, SocketPathTooLong) as error:
+            if requeues:
+                raise _Fatal(f"Cannot requeue - {error}") from None
+        if client is None:
+            count = deleteMessages(queueDirectory, toDelete, removed, warn)
+            if count:
+                err.write(f"{PROGRAM}: Deleted: {_plural(count)}\n")
+            return 0
+        with client:
+            try:
+                if deletions:
+                    deleted = 0
+                    everything = listQueueIDs(queueDirectory) if toDelete is None else toDelete
+                    for batch in _batches(everything):
+                        answer = client.call(Delete, queueIDs=list(batch))
+                        for queueID in answer["removed"]:
+                            removed(queueID)
+                        deleted += len(answer["removed"])
+                    if deleted:
+                        err.write(f"{PROGRAM}: Deleted: {_plural(deleted)}\n")
+                if requeues:
+                    if toRequeue is None:
+                        requeued = client.call(Requeue, queueIDs=[], all=True)["count"]
+                    else:
+                        requeued = 0
+                        for batch in _batches(toRequeue):
+                            requeued += client.call(Requeue, queueIDs=list(batch), all=False)["count"]
+                    if requeued:
+                        err.write(f"{PROGRAM}: Requeued: {_plural(requeued)}\n")
+            except (ServiceUnreachable, InvalidQueueID, CommandFailed) as error:
+                raise _Fatal(str(error)) from None
         return 0
     except _Fatal as error:
         out.flush()

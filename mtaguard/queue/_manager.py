@@ -31,6 +31,19 @@ one next hop, each carrying one message at a time.
 Recipients that bounce get one RFC 3464 non-delivery notification per
 attempt, queued with the null sender before the original's file can be
 removed; a message with the null sender is never bounced.
+
+The control socket (L{mtaguard.control}) asks for L{flush} (C{postqueue
+-f}), L{deliverNow} (C{postqueue -i}), L{requeue} (C{postsuper -r}) and
+L{delete} (C{postsuper -d} while the service runs).  Requeueing differs from
+Postfix's: Postfix copies the message into a new queue file (a new queue ID)
+through cleanup(8), which drops the recipients already marked done and
+rewrites the others afresh.  Here the per-recipient markers live in the
+queue file itself, so the file and its queue ID are kept: the backoff is
+forgotten, and every recipient still pending is routed afresh (relayhost,
+transport_maps) and attempted now, or right after the attempt in progress
+ends.  Recipients marked delivered or bounced are never sent again, as
+Postfix's cleanup drops its done recipients: a requeue must not turn a
+partial success into duplicates.
 """
 
 from __future__ import annotations
@@ -198,6 +211,9 @@ class QueueManager(Service):
         self._backoff: dict[str, tuple[float, float]] = {}
         self._bounceQueued = bounceQueued if bounceQueued is not None else self.queued
         self._loop: Optional[LoopingCall] = None
+        #: Files requeued while an attempt was in progress: attempted again
+        #: as soon as it ends, so that the requeue sees the routing of now.
+        self._again: set[str] = set()
 
     # -- service -----------------------------------------------------------
 
@@ -295,9 +311,114 @@ class QueueManager(Service):
 
         def finished(result: object) -> object:
             self._busy.discard(queueID)
+            if queueID in self._again:
+                self._again.discard(queueID)
+                self._backoff.pop(queueID, None)
+                self.queued(queueID)
             return result
 
         return reading.addCallbacks(read, unreadable).addBoth(finished)
+
+    # -- control (postqueue -f/-i, postsuper -r/-d) -------------------------
+
+    def flush(self) -> None:
+        """
+        C{postqueue -f}: every deferred message becomes due now, and a queue
+        run starts (this returns without waiting for it).
+        """
+        self._backoff.clear()
+        self.runQueue().addErrback(lambda failure: self._log.failure("queue run failed", failure))
+
+    def deliverNow(self, queueID: str) -> Deferred[bool]:
+        """
+        C{postqueue -i}: attempt one message now, whatever its backoff (a
+        message being delivered right now is left to that attempt).
+
+        @return: fires with whether the message is in the queue.
+        @raise ValueError: if C{queueID} is not a queue ID.
+        """
+        path = self._activePath(queueID)
+        exists: Deferred[bool] = self._worker.run(lambda: os.path.isfile(path))
+
+        def checked(present: bool) -> bool:
+            if present:
+                self._backoff.pop(queueID, None)
+                self.queued(queueID)
+            return present
+
+        return exists.addCallback(checked)
+
+    def requeue(self, queueIDs: Optional[Sequence[str]]) -> Deferred[list[str]]:
+        """
+        C{postsuper -r}: attempt the messages again from scratch (see the
+        module docstring for what that keeps).
+
+        @param queueIDs: the messages, or L{None} for all of them.
+        @return: fires with the queue IDs that were in the queue.
+        @raise ValueError: if one of C{queueIDs} is not a queue ID.
+        """
+        paths = None if queueIDs is None else [(queueID, self._activePath(queueID)) for queueID in queueIDs]
+        directory = self._store.activeDirectory
+
+        def present() -> list[str]:
+            if paths is None:
+                return sorted(name for name in os.listdir(directory) if isQueueID(name))
+            return [queueID for queueID, path in paths if os.path.isfile(path)]
+
+        listing: Deferred[list[str]] = self._worker.run(present)
+
+        def found(existing: list[str]) -> list[str]:
+            for queueID in dict.fromkeys(existing):
+                self._backoff.pop(queueID, None)
+                if queueID in self._busy:
+                    self._again.add(queueID)
+                else:
+                    self.queued(queueID)
+            self._log.info(
+                "Requeued: {count} message{plural}", count=len(existing), plural="" if len(existing) == 1 else "s"
+            )
+            return existing
+
+        return listing.addCallback(found)
+
+    def delete(self, queueIDs: Sequence[str]) -> Deferred[list[str]]:
+        """
+        C{postsuper -d} while the service runs: remove the messages' files
+        and forget them.  A delivery in progress finishes on the unlinked
+        file (nothing more is marked in it) and is not attempted again.
+
+        @return: fires with the queue IDs whose file was removed.
+        @raise ValueError: if one of C{queueIDs} is not a queue ID.
+        """
+        paths = [(queueID, self._activePath(queueID)) for queueID in dict.fromkeys(queueIDs)]
+
+        def unlink() -> list[str]:
+            removed = []
+            for queueID, path in paths:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                removed.append(queueID)
+            return removed
+
+        unlinking: Deferred[list[str]] = self._worker.run(unlink)
+
+        def unlinked(removed: list[str]) -> list[str]:
+            for queueID in removed:
+                self._backoff.pop(queueID, None)
+                self._again.discard(queueID)
+                # Postfix's postsuper logs this line too.
+                self._log.info("{queueID}: removed", queueID=queueID)
+            return removed
+
+        return unlinking.addCallback(unlinked)
+
+    def _activePath(self, queueID: str) -> str:
+        # Only names of the queue ID shape reach the file system (no "..").
+        if not isQueueID(queueID):
+            raise ValueError(f"invalid mail queue id: {queueID}")
+        return os.path.join(self._store.activeDirectory, queueID)
 
     # -- one file ----------------------------------------------------------
 
