@@ -15,7 +15,8 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..config import ParameterView, params
+from ..config import ConfigurationError, ParameterError, ParameterView, params
+from ..proxyprotocol import ProxyHeaderFactory
 from ..interfaces import IQueue
 from ._factory import SMTPServerFactory
 from ._protocol import ServerContext
@@ -67,6 +68,16 @@ class SMTPServerService(Service):
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
             self._listenFactory = TLSMemoryBIOFactory(tlsCreator, False, self.factory)
+        if _upstreamProxy(view, name) == "haproxy":
+            # Outermost: the load balancer's header precedes everything,
+            # the TLS handshake of wrapper mode included.  The factory
+            # then counts and judges the proxied client, not the proxy.
+            self._listenFactory = ProxyHeaderFactory(
+                self._listenFactory,
+                clock=reactor,
+                timeout=view[params.smtpd_upstream_proxy_timeout],
+                log=log,
+            )
         self._listening = False
 
     def privilegedStartService(self) -> None:
@@ -122,6 +133,27 @@ async def _stop(port: IListeningPort) -> None:
     result = port.stopListening()
     if isinstance(result, Deferred):
         await result
+
+
+def _upstreamProxy(view: ParameterView, name: str) -> str:
+    """
+    C{smtpd_upstream_proxy_protocol}: empty or C{haproxy}.
+
+    The configuration check refuses other values before any service is
+    built; this guards views built some other way (a .tac file).
+
+    @raise ConfigurationError: for any other value.
+    """
+    try:
+        value = view[params.smtpd_upstream_proxy_protocol]
+    except ParameterError as error:
+        raise ConfigurationError(f"service {name}: {error}") from None
+    if value not in ("", "haproxy"):
+        raise ConfigurationError(
+            f"service {name}: unsupported smtpd_upstream_proxy_protocol value:"
+            f" {value!r} (only haproxy, or empty for none)"
+        )
+    return value
 
 
 def processLimitOf(text: str, view: ParameterView) -> int:
