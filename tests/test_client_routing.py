@@ -670,6 +670,21 @@ class AttemptBudgetTests(SynchronousTestCase):
         budget = AttemptBudget(destinations, AddressPolicy(sessionLimit=0, addressLimit=2))
         self.assertEqual([budget.nextDestination(), budget.nextDestination(), budget.nextDestination()], destinations[:2] + [None])
 
+    def test_hasMore(self) -> None:
+        """
+        L{AttemptBudget.hasMore} says whether the server just tried was the
+        final one: none left, or the session limit reached.
+        """
+        destinations = [Destination(f"h{i}", f"192.0.2.{i}", 25, 0) for i in range(3)]
+        budget = AttemptBudget(destinations, AddressPolicy(sessionLimit=1, addressLimit=0))
+        budget.nextDestination()
+        self.assertTrue(budget.hasMore())
+        budget.sessionEstablished()
+        self.assertFalse(budget.hasMore())
+        budget = AttemptBudget(destinations[:1], AddressPolicy(sessionLimit=0, addressLimit=0))
+        budget.nextDestination()
+        self.assertFalse(budget.hasMore())
+
 
 class GroupTests(SynchronousTestCase):
     """

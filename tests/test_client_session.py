@@ -751,6 +751,41 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(sent(actions), b"")
         self.assertEqual(actions[-1], Close(abort=True))
 
+    def test_421GreetingReason(self) -> None:
+        """
+        A 421 greeting is reported in Postfix's words for a greeting.
+        """
+        c = Conversation()
+        c.deliver(MESSAGE)
+        actions = c.server(b"421 4.3.2 Service shutting down\r\n")
+        self.assertEqual(
+            actions[0].reason,  # type: ignore[union-attr]
+            f"host {HOP} refused to talk to me: 421 4.3.2 Service shutting down",
+        )
+
+    def test_5xxGreetingNotSkipped(self) -> None:
+        """
+        With smtp_skip_5xx_greeting = no, a 5xx greeting bounces the
+        message (and says QUIT).
+        """
+        c = Conversation(skip5xxGreeting=False)
+        c.deliver(MESSAGE)
+        actions = c.server(b"554 5.7.1 go away\r\n")
+        self.assertEqual(outcomes(actions), [("bob@example.com", "bounced", "5.7.1")])
+        self.assertEqual(sent(actions), b"QUIT\r\n")
+
+    def test_established(self) -> None:
+        """
+        The session counts as established (for smtp_mx_session_limit) only
+        once the EHLO handshake is over, not after a greeting alone.
+        """
+        c = Conversation()
+        c.deliver(MESSAGE)
+        c.server(b"220 mx ESMTP\r\n")
+        self.assertFalse(c.session.established)
+        c.server(b"250 mx\r\n")
+        self.assertTrue(c.session.established)
+
     def test_refusedGreeting(self) -> None:
         """
         A 554 greeting defers (the next MX may do better) and says QUIT.

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 from twisted.test.iosim import FakeTransport, IOPump, connect
@@ -44,7 +45,17 @@ RESOLVER_RECORDS: dict[tuple[str, str], list[Any]] = {
     ("other.example", "MX"): [mx(10, "mx.example.org")],
     ("down.example", "MX"): [mx(10, "down.example")],
     ("down.example", "A"): [a("192.0.2.9")],
+    # Three servers, tried in order: mx1 is the hostile one in the tests
+    # of the next-MX rules.
+    ("two.example", "MX"): [mx(10, "mx1.two.example"), mx(20, "mx2.two.example"), mx(30, "mx3.two.example")],
+    ("mx1.two.example", "A"): [a("192.0.2.21")],
+    ("mx2.two.example", "A"): [a("192.0.2.22")],
+    ("mx3.two.example", "A"): [a("192.0.2.23")],
 }
+
+MX1 = "192.0.2.21"
+MX2 = "192.0.2.22"
+MX3 = "192.0.2.23"
 
 
 def managerView(**values: str) -> ParameterView:
@@ -74,6 +85,8 @@ class Network:
         self.serverClock = Clock()
         self.queue = MemoryQueue()
         self.down: set[str] = set()
+        #: address -> the server protocol to answer there instead.
+        self.hostile: dict[str, Callable[[], Protocol]] = {}
         self.connections: list[str] = []
         self.pumps: list[IOPump] = []
 
@@ -106,9 +119,13 @@ class _Endpoint:
         network.connections.append(self.destination.address)
         if self.destination.address in network.down:
             return fail(ConnectionRefusedError())
-        server = SMTPServerProtocol(
-            ServerContext(view=ParameterView(network.serverSettings), queue=network.queue, clock=network.serverClock)
-        )
+        server: Protocol
+        if self.destination.address in network.hostile:
+            server = network.hostile[self.destination.address]()
+        else:
+            server = SMTPServerProtocol(
+                ServerContext(view=ParameterView(network.serverSettings), queue=network.queue, clock=network.serverClock)
+            )
         client = factory.buildProtocol(IPv4Address("TCP", self.destination.address, self.destination.port))
         assert client is not None
         serverTransport = FakeTransport(server, isServer=True, peerAddress=IPv4Address("TCP", "203.0.113.9", 40000))
@@ -116,6 +133,66 @@ class _Endpoint:
         pump = connect(server, serverTransport, client, clientTransport, greet=False)
         network.pumps.append(pump)
         return succeed(client)
+
+
+class HostileServer(Protocol):
+    """
+    A next hop that follows a script: its greeting, then one reply per
+    command verb (a callable gets the command line).  C{DROP} closes the
+    connection instead of answering; C{SILENT} answers nothing.
+    """
+
+    DROP = b"drop"
+    SILENT = b""
+
+    DEFAULTS: dict[str, Any] = {
+        "EHLO": b"250 mx1.two.example\r\n",
+        "HELO": b"250 mx1.two.example\r\n",
+        "MAIL": b"250 2.1.0 Ok\r\n",
+        "RCPT": b"250 2.1.5 Ok\r\n",
+        "DATA": b"354 End data with <CR><LF>.<CR><LF>\r\n",
+        ".": b"250 2.0.0 Ok: queued\r\n",
+        "RSET": b"250 2.0.0 Ok\r\n",
+        "QUIT": b"221 2.0.0 Bye\r\n",
+    }
+
+    def __init__(self, greeting: bytes = b"220 mx1.two.example ESMTP\r\n", **replies: Any) -> None:
+        self.greeting = greeting
+        self.replies = dict(self.DEFAULTS)
+        self.replies.update({verb.replace("END", "."): reply for verb, reply in replies.items()})
+        self.buffer = b""
+        self.inData = False
+        self.received: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        self.answer(self.greeting)
+
+    def answer(self, reply: bytes) -> None:
+        if reply == self.DROP:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        elif reply:
+            self.transport.write(reply)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            self.received.append(line)
+            if self.inData:
+                if line == b".":
+                    self.inData = False
+                    self.answer(self.reply(".", line))
+                continue
+            verb = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
+            reply = self.reply(verb, line)
+            if verb == "DATA" and reply.startswith(b"354"):
+                self.inData = True
+            self.answer(reply)
+
+    def reply(self, verb: str, line: bytes) -> bytes:
+        reply = self.replies.get(verb, b"502 5.5.2 Error: command not recognized\r\n")
+        result: bytes = reply(line) if callable(reply) else reply
+        return result
 
 
 class QueueManagerTests(SynchronousTestCase):
@@ -504,6 +581,189 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertIn(f"{queueID}: removed", self.lines())
         self.assertNotIn(queueID, manager._backoff)
         self.assertRaises(ValueError, manager.delete, ["../x"])
+
+    # -- the next MX after a failed session ------------------------------
+
+    def nextMX(self, *recipients: str, **values: str) -> str:
+        """
+        Commit a message for C{recipients} and start, with mx2 accepting
+        anything.
+        """
+        self.network.serverSettings["smtpd_relay_restrictions"] = "permit"
+        queueID = self.commit(*recipients)
+        self.start(**values)
+        return queueID
+
+    def assertSentBy(self, recipient: str, address: str) -> None:
+        [line] = self.deliveryLines(recipient)
+        self.assertIn(f"[{address}]:25,", line)
+        self.assertIn("status=sent (250 ", line)
+
+    def test_nextMXAfter4xxGreeting(self) -> None:
+        """
+        A 421 greeting sends the message to the next MX; only the final
+        outcome gets a to= line, the failure is noted as Postfix does.
+        """
+        self.network.hostile[MX1] = lambda: HostileServer(b"421 4.3.2 mx1 busy\r\n")
+        queueID = self.nextMX("a@two.example")
+        self.assertEqual(self.network.connections, [MX1, MX2])
+        self.assertSentBy("a@two.example", MX2)
+        self.assertIn(
+            f"{queueID}: host mx1.two.example[192.0.2.21] refused to talk to me: 421 4.3.2 mx1 busy",
+            self.lines(),
+        )
+        self.assertFalse(os.path.exists(self.path(queueID)))
+
+    def test_nextMXAfter5xxGreeting(self) -> None:
+        """
+        With smtp_skip_5xx_greeting = yes (the default) a 5xx greeting
+        moves on to the next MX like a 4xx one.
+        """
+        self.network.hostile[MX1] = lambda: HostileServer(b"554 5.7.1 go away\r\n")
+        self.nextMX("a@two.example")
+        self.assertEqual(self.network.connections, [MX1, MX2])
+        self.assertSentBy("a@two.example", MX2)
+
+    def test_5xxGreetingNotSkipped(self) -> None:
+        """
+        With smtp_skip_5xx_greeting = no a 5xx greeting bounces the
+        message; no other MX is tried.
+        """
+        self.network.hostile[MX1] = lambda: HostileServer(b"554 5.7.1 go away\r\n")
+        queueID = self.nextMX("a@two.example", smtp_skip_5xx_greeting="no")
+        self.assertEqual(self.network.connections, [MX1])
+        [line] = self.deliveryLines("a@two.example")
+        self.assertIn("dsn=5.7.1, status=bounced (host mx1.two.example[192.0.2.21] refused to talk to me: 554 5.7.1 go away)", line)
+        self.assertFalse(os.path.exists(self.path(queueID)))
+
+    def test_nextMXAfterHeloFailure(self) -> None:
+        """
+        EHLO and HELO both refused: the next MX.
+        """
+        self.network.hostile[MX1] = lambda: HostileServer(
+            EHLO=b"550 5.5.1 no\r\n", HELO=b"550 5.5.1 no\r\n"
+        )
+        self.nextMX("a@two.example")
+        self.assertEqual(self.network.connections, [MX1, MX2])
+        self.assertSentBy("a@two.example", MX2)
+
+    def test_nextMXAfterLostConnection(self) -> None:
+        """
+        A connection lost before MAIL: the next MX.
+        """
+        self.network.hostile[MX1] = lambda: HostileServer(EHLO=HostileServer.DROP)
+        self.nextMX("a@two.example")
+        self.assertEqual(self.network.connections, [MX1, MX2])
+        self.assertSentBy("a@two.example", MX2)
+
+    def test_nextMXAfterTimeout(self) -> None:
+        """
+        A server that never greets is abandoned after smtp_helo_timeout,
+        then the next MX is tried.
+        """
+        self.network.hostile[MX1] = lambda: HostileServer(HostileServer.SILENT)
+        self.nextMX("a@two.example", smtp_helo_timeout="30s")
+        self.assertEqual(self.network.connections, [MX1])
+        self.assertEqual(self.delivered(), [])
+        self.advance(30)
+        self.assertEqual(self.network.connections, [MX1, MX2])
+        self.assertSentBy("a@two.example", MX2)
+
+    def test_nextMXAfterMail4xx(self) -> None:
+        """
+        A 4xx reply to MAIL FROM: the next MX.
+        """
+        self.network.hostile[MX1] = lambda: HostileServer(MAIL=b"451 4.3.0 try later\r\n")
+        self.nextMX("a@two.example")
+        self.assertEqual(self.network.connections, [MX1, MX2])
+        self.assertSentBy("a@two.example", MX2)
+
+    def test_rcptRepliesPerRecipient(self) -> None:
+        """
+        On one server a 4xx to RCPT moves only that recipient on to the
+        next MX, a 5xx bounces its recipient there and then (it is never
+        tried elsewhere), and an accepted one is sent.
+        """
+
+        def rcpt(line: bytes) -> bytes:
+            if b"<soft@" in line:
+                return b"451 4.2.0 mailbox busy\r\n"
+            if b"<hard@" in line:
+                return b"550 5.1.1 no such user\r\n"
+            return b"250 2.1.5 Ok\r\n"
+
+        servers: list[HostileServer] = []
+
+        def hostile() -> HostileServer:
+            servers.append(HostileServer(RCPT=rcpt))
+            return servers[-1]
+
+        self.network.hostile[MX1] = hostile
+        queueID = self.nextMX("soft@two.example", "hard@two.example", "ok@two.example")
+        self.assertEqual(self.network.connections, [MX1, MX2])
+        self.assertSentBy("ok@two.example", MX1)
+        self.assertSentBy("soft@two.example", MX2)
+        [bounced] = self.deliveryLines("hard@two.example")
+        self.assertIn("relay=mx1.two.example[192.0.2.21]:25,", bounced)
+        self.assertIn("status=bounced (host mx1.two.example[192.0.2.21] said: 550 5.1.1 no such user", bounced)
+        self.assertEqual(self.delivered(), [("soft@two.example",)])
+        self.assertIn(
+            f"{queueID}: host mx1.two.example[192.0.2.21] said: 451 4.2.0 mailbox busy (in reply to RCPT TO command)",
+            self.lines(),
+        )
+
+    def test_lastServerDefers(self) -> None:
+        """
+        When every server fails softly, the last one's failure defers the
+        recipient, logged with that server as relay.
+        """
+        for address in (MX1, MX2, MX3):
+            self.network.hostile[address] = lambda: HostileServer(b"421 4.3.2 busy\r\n")
+        queueID = self.nextMX("a@two.example")
+        self.assertEqual(self.network.connections, [MX1, MX2, MX3])
+        [line] = self.deliveryLines("a@two.example")
+        self.assertIn("relay=mx3.two.example[192.0.2.23]:25,", line)
+        self.assertIn("status=deferred (host mx3.two.example[192.0.2.23] refused to talk to me: 421 4.3.2 busy)", line)
+        self.assertEqual(self.statuses(queueID), {"a@two.example": RecipientStatus.PENDING})
+
+    def test_sessionLimit(self) -> None:
+        """
+        smtp_mx_session_limit counts sessions that completed the handshake:
+        with a limit of 1, a failed greeting does not use it up, a 4xx to
+        MAIL after EHLO does.
+        """
+        self.network.hostile[MX1] = lambda: HostileServer(b"421 4.3.2 busy\r\n")
+        self.network.hostile[MX2] = lambda: HostileServer(MAIL=b"451 4.3.0 try later\r\n")
+        self.nextMX("a@two.example", smtp_mx_session_limit="1")
+        self.assertEqual(self.network.connections, [MX1, MX2])
+        [line] = self.deliveryLines("a@two.example")
+        self.assertIn("relay=mx2.two.example[192.0.2.22]:25,", line)
+        self.assertIn("status=deferred (host mx2.two.example[192.0.2.22] said: 451 4.3.0 try later", line)
+
+    def test_addressLimit(self) -> None:
+        """
+        smtp_mx_address_limit bounds the servers tried: with 1, the first
+        server's soft failure defers the recipient.
+        """
+        self.network.hostile[MX1] = lambda: HostileServer(b"421 4.3.2 busy\r\n")
+        self.nextMX("a@two.example", smtp_mx_address_limit="1")
+        self.assertEqual(self.network.connections, [MX1])
+        [line] = self.deliveryLines("a@two.example")
+        self.assertIn("relay=mx1.two.example[192.0.2.21]:25,", line)
+        self.assertIn("status=deferred (", line)
+
+    def test_refusedThenSessionFailure(self) -> None:
+        """
+        A refused connection and a failed session in a row: the third
+        server delivers.
+        """
+        self.network.down.add(MX1)
+        self.network.hostile[MX2] = lambda: HostileServer(MAIL=b"451 4.3.0 try later\r\n")
+        self.network.serverSettings["smtpd_relay_restrictions"] = "permit"
+        self.commit("a@two.example")
+        self.start()
+        self.assertEqual(self.network.connections, [MX1, MX2, MX3])
+        self.assertSentBy("a@two.example", MX3)
 
 
 class ServiceWiringTests(SynchronousTestCase):

@@ -397,6 +397,15 @@ class SMTPClientProtocol(Protocol):
         """
         return self._usable and not self._finished
 
+    @property
+    def established(self) -> bool:
+        """
+        Whether the session completed its handshake (greeting, EHLO/HELO,
+        STARTTLS, AUTH): Postfix counts only such sessions against
+        C{smtp_mx_session_limit}.
+        """
+        return self._session.established
+
     def deliver(self, message: OutboundMessage) -> Deferred[DeliveryResult]:
         """
         Deliver one message over this connection: now if it is ready, or

@@ -1000,8 +1000,10 @@ class AttemptBudget:
     """
     Which destination to try next, within C{smtp_mx_session_limit}: Postfix
     stops after that many sessions were established (a server that
-    answered but failed the delivery counts; a refused connection does
-    not), and after C{smtp_mx_address_limit} addresses.
+    completed the EHLO and TLS handshake, then failed the delivery, counts;
+    a refused connection or a failed greeting, EHLO or TLS handshake does
+    not, as since Postfix 2.3), and after C{smtp_mx_address_limit}
+    addresses.
     """
 
     def __init__(self, destinations: Sequence[Destination], policy: AddressPolicy) -> None:
@@ -1024,6 +1026,16 @@ class AttemptBudget:
         if not self._pending:
             return None
         return self._pending.pop(0)
+
+    def hasMore(self) -> bool:
+        """
+        Whether L{nextDestination} would give another destination: if not,
+        the server just tried was the final one, whose soft failures defer
+        the recipients (Postfix's C{SMTP_MISC_FLAG_FINAL_SERVER}).
+        """
+        if self._sessionLimit > 0 and self._sessions >= self._sessionLimit:
+            return False
+        return bool(self._pending)
 
     def sessionEstablished(self) -> None:
         """

@@ -159,6 +159,9 @@ class SessionSettings:
     @ivar lineLengthLimit: The longest reply line accepted
         (C{line_length_limit}).
     @ivar maxReplyLines: The most lines one reply may have.
+    @ivar skip5xxGreeting: C{smtp_skip_5xx_greeting}: a 5xx greeting only
+        defers, as a 4xx one does, so that the next server is tried (the
+        Postfix default); off, it bounces the message.
     """
 
     nextHop: str
@@ -170,6 +173,7 @@ class SessionSettings:
     discardEhloKeywords: frozenset[str] = frozenset()
     lineLengthLimit: int = 2048
     maxReplyLines: int = 100
+    skip5xxGreeting: bool = True
 
 
 # Actions.
@@ -465,9 +469,18 @@ class ClientSession:
         self._tlsDeclined = False
         self._authenticated = False
         self._used = False
+        self._established = False
         # The message waiting for the handshake or for RSET to finish.
         self._pending: Optional[Message] = None
         self._transaction: Optional[_Transaction] = None
+
+    @property
+    def established(self) -> bool:
+        """
+        Whether the handshake (greeting, EHLO or HELO, STARTTLS, AUTH) was
+        completed: what Postfix counts against C{smtp_mx_session_limit}.
+        """
+        return self._established
 
     # Inputs.
 
@@ -631,15 +644,19 @@ class ClientSession:
         step = expected.step
         if step is _RSET:
             return self._rsetReply(reply)
-        if reply.code == 421 and step is not _QUIT:
+        if reply.code == 421 and step is not _QUIT and step is not _GREETING:
             # The server is going away (RFC 5321 3.8): nothing else will be
             # answered, whatever was pipelined.
             return self._abandon(reply.dsn, self._said(reply, step), quit=False, reply=reply)
         if step is _GREETING:
             if reply.code // 100 != 2:
-                return self._abandon(
-                    reply.dsn, f"host {self._hop} refused to talk to me: {reply}", reply=reply
-                )
+                reason = f"host {self._hop} refused to talk to me: {reply}"
+                if reply.code // 100 == 5 and not self._settings.skip5xxGreeting:
+                    # smtp_skip_5xx_greeting = no: the server's word is final.
+                    actions = self._deferAll(reply.dsn, reason, reply) + self._unusable(reason)
+                    return actions + self._sendQuit()
+                # A 421 server is going away (RFC 5321 3.8): no QUIT.
+                return self._abandon(reply.dsn, reason, reply=reply, quit=reply.code != 421)
             return self._sendEhlo()
         if step is _EHLO:
             if reply.code // 100 == 2:
@@ -803,6 +820,7 @@ class ClientSession:
                 f"{self._hop}: no mechanism available",
             )
         self._phase = _READY
+        self._established = True
         if self._pending is None:
             return [Ready()]
         return self._begin()

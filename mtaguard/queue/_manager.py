@@ -7,9 +7,14 @@ together.
 A queue run (at start and every C{queue_run_delay}) looks at each file in
 C{active/} whose backoff time has come.  Its pending recipients that are not
 local are grouped per next hop (L{Router}), the next hop is resolved and its
-destinations tried in order (L{AttemptBudget}); the message goes over one
-connection, and every recipient's outcome is written to the queue file
-(one status byte rewritten in place, then fsync) before it is logged:
+destinations tried in order (L{AttemptBudget}): as in Postfix, a refused
+connection or a soft failure on a server that is not the last to try (a
+4xx, or with C{smtp_skip_5xx_greeting} 5xx, greeting, a failed EHLO/HELO,
+a lost connection or timeout, a 4xx to MAIL, RCPT or DATA) moves the
+recipients concerned on to the next server, and only the last server's
+outcome is recorded; a 5xx is final where it is received.  Every
+recipient's final outcome is written to the queue file (one status byte
+rewritten in place, then fsync) before it is logged:
 
   - C{sent} marks the recipient C{D}, C{bounced} (a 5xx) marks it C{B};
   - C{deferred} (a 4xx, a connection that failed or timed out) leaves it
@@ -580,38 +585,63 @@ class QueueManager(Service):
         return resolving.addCallbacks(resolved, unresolved)
 
     def _deliverTo(self, attempt: _Attempt, nexthop: Any, destinations: list[Any], recipients: list[str]) -> Deferred[None]:
+        """
+        Try the destinations in order until every recipient has a final
+        outcome, as Postfix's smtp(8): a refused connection, and any soft
+        failure on a server that is not the last one to try (a 4xx or, with
+        C{smtp_skip_5xx_greeting}, 5xx greeting, a failed EHLO/HELO or TLS
+        handshake, a lost connection, a timeout, a 4xx reply to MAIL, RCPT
+        or DATA) keeps the recipients concerned for the next server.  A 5xx
+        reply is final for its recipients wherever it comes from.  The
+        budget (L{AttemptBudget}: C{smtp_mx_address_limit},
+        C{smtp_mx_session_limit}) decides which server is the last.
+        """
         from ..client import AttemptBudget
 
         budget = AttemptBudget(destinations, self._policy)
         lastError = ["4.4.1", "no destination to try"]
 
-        def tryNext() -> Deferred[None]:
+        def tryNext(remaining: list[str]) -> Deferred[None]:
             destination = budget.nextDestination()
             if destination is None:
                 # As Postfix: relay=none when no server could be reached.
-                return self._record(attempt, recipients, "none", None, "deferred", lastError[0], lastError[1])
+                return self._record(attempt, remaining, "none", None, "deferred", lastError[0], lastError[1])
             relay = f"{destination.hostname}[{destination.address}]:{destination.port}"
             try:
                 protocol = self._protocolFor(nexthop, destination)
                 endpoint = self._connector(destination)
             except Exception as problem:
                 lastError[:] = ["4.3.5", f"cannot connect to {relay}: {problem}"]
-                return tryNext()
+                return tryNext(remaining)
             from ..client import connectNextHop
 
             connecting = connectNextHop(endpoint, protocol, view=self._view, clock=self._clock)
 
             def connected(protocol: Any) -> Deferred[None]:
-                budget.sessionEstablished()
-                return self._sendOver(attempt, protocol, relay, recipients, self._clock.seconds())
+                def isFinal() -> bool:
+                    # Asked once the session is over: only then is it known
+                    # whether it counts against smtp_mx_session_limit.
+                    if protocol.established:
+                        budget.sessionEstablished()
+                    return not budget.hasMore()
+
+                sending = self._sendOver(attempt, protocol, relay, remaining, self._clock.seconds(), isFinal)
+
+                def sent(kept: list[tuple[str, str, str]]) -> Optional[Deferred[None]]:
+                    if not kept:
+                        return None
+                    lastError[:] = [kept[-1][1], kept[-1][2]]
+                    return tryNext([recipient for recipient, dsn, reason in kept])
+
+                return sending.addCallback(sent)
 
             def notConnected(failure: Failure) -> Deferred[None]:
                 lastError[:] = ["4.4.1", f"connect to {relay}: {_connectError(failure)}"]
-                return tryNext()
+                return tryNext(remaining)
 
             return connecting.addCallbacks(connected, notConnected)
 
-        return tryNext()
+        return tryNext(list(recipients))
 
     def _protocolFor(self, nexthop: Any, destination: Any) -> Any:
         from ..client import ClientSession, SessionSettings, SMTPClientProtocol
@@ -626,7 +656,12 @@ class QueueManager(Service):
             return None if judged.satisfied else (judged.reason or "TLS handshake failed")
 
         session = ClientSession(
-            SessionSettings(nextHop=hop, heloName=self._view[params.smtp_helo_name], tlsLevel=tls.level)
+            SessionSettings(
+                nextHop=hop,
+                heloName=self._view[params.smtp_helo_name],
+                tlsLevel=tls.level,
+                skip5xxGreeting=self._view[params.smtp_skip_5xx_greeting],
+            )
         )
         return SMTPClientProtocol(
             session=session,
@@ -658,14 +693,33 @@ class QueueManager(Service):
             self._clock, destination.address, destination.port, bindAddress=(bind, 0) if bind else None
         )
 
-    def _sendOver(self, attempt: _Attempt, protocol: Any, relay: str, recipients: list[str], connected: float) -> Deferred[None]:
+    def _sendOver(
+        self,
+        attempt: _Attempt,
+        protocol: Any,
+        relay: str,
+        recipients: list[str],
+        connected: float,
+        isFinal: Callable[[], bool],
+    ) -> Deferred[list[tuple[str, str, str]]]:
+        """
+        Send the message over one connection and record the outcomes,
+        except the soft failures that another server may do better with.
+
+        @param isFinal: called once the session is over: whether this was
+            the last server to try.
+        @return: fires with the recipients kept for the next server, with
+            their DSN code and reason: (recipient, dsn, reason).
+        """
         from ..client import OutboundMessage
 
         try:
             source = open(attempt.path, "rb")
         except OSError as problem:
             _hangUp(protocol)
-            return self._record(attempt, recipients, relay, connected, "deferred", "4.3.0", f"cannot read queue file: {problem}")
+            return self._record(
+                attempt, recipients, relay, connected, "deferred", "4.3.0", f"cannot read queue file: {problem}"
+            ).addCallback(lambda ignored: [])
         message = OutboundMessage.fromQueueFile(attempt.queued.header, source, tuple(recipients))
         try:
             delivering: Deferred[Any] = protocol.deliver(message)
@@ -674,24 +728,37 @@ class QueueManager(Service):
             # greeting refused, a lost connection).
             source.close()
             _hangUp(protocol)
-            return self._record(
-                attempt, recipients, relay, connected, "deferred", "4.4.2", f"lost connection with {relay} before delivery"
+            reason = f"lost connection with {relay} before delivery"
+            if not isFinal():
+                return succeed([(recipient, "4.4.2", reason) for recipient in recipients])
+            return self._record(attempt, recipients, relay, connected, "deferred", "4.4.2", reason).addCallback(
+                lambda ignored: []
             )
 
-        def delivered(result: Any) -> Deferred[None]:
+        def delivered(result: Any) -> Deferred[list[tuple[str, str, str]]]:
             source.close()
+            final = isFinal()
             work = []
             reported = set()
+            kept: list[tuple[str, str, str]] = []
             for outcome in result.outcomes:
                 reported.add(outcome.recipient)
+                if outcome.status == "deferred" and not final:
+                    # Postfix's smtp_trouble: a soft error on a server that
+                    # is not the last is only noted; the next one is tried.
+                    self._log.info("{queueID}: {reason}", queueID=attempt.queueID, reason=outcome.reason)
+                    kept.append((outcome.recipient, outcome.dsn, outcome.reason))
+                    continue
                 work.append(
                     self._record(attempt, [outcome.recipient], relay, connected, outcome.status, outcome.dsn, outcome.reason)
                 )
             missing = [r for r in recipients if r not in reported]
             if missing:
-                work.append(
-                    self._record(attempt, missing, relay, connected, "deferred", "4.4.2", f"delivery to {relay} was not attempted")
-                )
+                reason = f"delivery to {relay} was not attempted"
+                if final:
+                    work.append(self._record(attempt, missing, relay, connected, "deferred", "4.4.2", reason))
+                else:
+                    kept += [(recipient, "4.4.2", reason) for recipient in missing]
             recorded = gatherResults(work, consumeErrors=True)
 
             def quit(result: object) -> Deferred[object]:
@@ -699,13 +766,13 @@ class QueueManager(Service):
                 closing.addErrback(lambda failure: None)
                 return closing.addCallback(lambda ignored: result)
 
-            return recorded.addBoth(quit).addCallback(lambda ignored: None)
+            return recorded.addBoth(quit).addCallback(lambda ignored: kept)
 
         def failed(failure: Failure) -> Failure:
             source.close()
             return failure
 
-        done: Deferred[None] = delivering.addCallbacks(delivered, failed)
+        done: Deferred[list[tuple[str, str, str]]] = delivering.addCallbacks(delivered, failed)
         return done
 
     # -- outcomes ----------------------------------------------------------
