@@ -1069,13 +1069,56 @@ def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip(points, points[1:])]
 
 
+class EarlyInputTests(SynchronousTestCase):
+    """
+    Input before L{DummyEngine.start}.
+    """
+
+    def test_beforeStart(self) -> None:
+        """
+        Input that arrives before the engine starts is handled right after
+        the greeting.
+        """
+        e = DummyEngine(DEFAULT, entry(deepTests=()), clientAddress=ADDRESS, clientPort=PORT, start=T0)
+        self.assertEqual(e.dataReceived(T0, b"NOOP\r\n"), [])
+        self.assertEqual(
+            sent(e.start(T0 + 1)), b"220 mx.example ESMTP Postfix\r\n250 2.0.0 Ok\r\n"
+        )
+
+    def test_pregreetingPipeliner(self) -> None:
+        """
+        What a pregreeting client sent before the engine started is in the
+        buffer together, so it fails the pipelining test (as in Postfix,
+        where it sits in the read buffer).
+        """
+        s = makeSettings({"postscreen_greet_action": "enforce"})
+        e = DummyEngine(
+            s,
+            entry(pregreeted=True, failed=True, replies=["550 5.5.1 Protocol error"]),
+            clientAddress=ADDRESS,
+            clientPort=PORT,
+            start=T0,
+        )
+        e.dataReceived(T0 + 0.4, b"EHLO bot.example\r\nMAIL FROM:<spam@bot.example>\r\n")
+        actions = e.start(T0 + 6)
+        self.assertEqual(
+            texts(actions), [f"COMMAND PIPELINING from {WHO} after EHLO: MAIL FROM:<spam@bot.example>\\r\\n"]
+        )
+        self.assertEqual(sent(actions), EHLO_DEFAULT + b"250 2.1.0 Ok\r\n")
+
+
 class PropertyTests(SynchronousTestCase):
     """
     Properties over arbitrary input.
     """
 
     @settings(max_examples=200, deadline=None)
-    @given(st.lists(st.binary(max_size=700), max_size=20), st.booleans())
+    @given(
+        st.lists(
+            st.one_of(st.binary(max_size=700), _LINES.map(lambda line: line + b"\r\n")), max_size=20
+        ),
+        st.booleans(),
+    )
     def test_arbitraryChunks(self, chunks: list[bytes], tls: bool) -> None:
         """
         Arbitrary bytes in arbitrary chunks never raise, the buffer never

@@ -620,19 +620,29 @@ class DummyEngine:
             actions.append(Send(b"220 " + settings.banner.encode("utf-8", "surrogateescape") + b"\r\n"))
         self._deadline = now + settings.commandTimeLimit
         actions.append(WaitUntil(self._deadline))
+        if self._buffer:
+            actions.extend(self._process(now))
         return actions
 
     def dataReceived(self, now: float, data: bytes) -> list[Action]:
         """
         The client sent C{data}: handle every complete command line in the
-        buffer.
+        buffer.  While STARTTLS is being negotiated the input waits for
+        L{tlsStarted}; more than 4 x C{line_length_limit} bytes of it end
+        the session as a too long command.
         """
+        if self._phase is _Phase.NEW:
+            # Input before start() (the caller should call start first)
+            # waits for it; the most kept is bounded like input during the
+            # TLS handshake.
+            self._buffer += data[: max(0, self._pendingLimit() - len(self._buffer))]
+            return []
         if self._phase is _Phase.AWAITING_TLS:
             # Bytes the TLS layer delivered before the handshake was
             # reported; they are encrypted-channel input, kept for
             # tlsStarted, and bounded like a line.
             self._buffer += data
-            if len(self._buffer) > 4 * self._settings.lineLengthLimit:
+            if len(self._buffer) > self._pendingLimit():
                 actions: list[Action] = [self._log(COMMAND_LENGTH_LIMIT_LOG_FORMAT, where=self._where)]
                 self._conclude(now, actions, self._generic421())
                 return actions
@@ -692,6 +702,13 @@ class DummyEngine:
         return actions
 
     # Reading -------------------------------------------------------------
+
+    def _pendingLimit(self) -> int:
+        """
+        The most bytes kept while commands are not read (before L{start},
+        during the TLS handshake).
+        """
+        return 4 * self._settings.lineLengthLimit
 
     def _generic421(self) -> str:
         return f"421 {self._settings.myhostname} Service unavailable - try again later"
