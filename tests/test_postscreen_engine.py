@@ -323,6 +323,8 @@ class CommandTests(SynchronousTestCase):
         self.assertNotIn(b"VRFY", sent(actions))
         s = makeSettings({"postscreen_discard_ehlo_keywords": "vrfy"})
         self.assertEqual(texts(feed(engine(s), b"EHLO c")), [])
+        same = engine(s, discardEhloKeywords=frozenset({"VRFY", "unknown"}))
+        self.assertEqual(texts(feed(same, b"EHLO c")), [])
 
     def test_mail(self) -> None:
         """

@@ -24,19 +24,22 @@ returns no actions.  The caller logs C{DISCONNECT [addr]:port} itself.
 
 The session, top to bottom::
 
-    Reading  --complete command line----------------------> (tests, command)
-             --line longer than line_length_limit---------> Closed (421)
+    New      --start: 220 (unless pregreet enforced)------> Reading
+    Reading  --complete command line----------------------> (tests)
+             --line of line_length_limit or more----------> Closed (421)
              --deadline passed (timerFired)---------------> Closed (421 4.4.2)
              --connectionLost-----------------------------> Closed (HANGUP)
     (tests)  --bare LF / non-SMTP / pipelining, drop------> Closed (521)
-             --... enforce: RCPT reply becomes 550--------> (command)
-             --... ignore: passed until now + min TTL-----> (command)
-             --RCPT: untouched deep tests pass------------> (command)
+             --... enforce: RCPT reply becomes 550--------> (tests)
+             --... ignore: passed until now + min TTL-----> (tests)
+             --RCPT: untouched deep tests pass------------> (tests)
              --command count over the limit (not QUIT)----> Closed (421)
+             --otherwise----------------------------------> (command)
     (command) --QUIT, DATA, BDAT---------------------------> Closed
-              --STARTTLS accepted--------------------------> AwaitingTLS
+              --STARTTLS accepted, pending input dropped---> AwaitingTLS
               --anything else: reply, re-arm deadline------> Reading
-    AwaitingTLS --tlsStarted (helo, sender reset)----------> Reading
+    AwaitingTLS --tlsStarted: HELO and MAIL forgotten------> Reading
+                --deadline passed, connectionLost----------> Closed
 
 Every way into C{Closed} goes through one conclusion, as Postfix's
 C{psc_conclude}:
@@ -58,18 +61,27 @@ C{psc_conclude}:
       new and which came from the cache, a session with only cached passes
       rewrites the same times, which is harmless.
 
-How this differs from Postfix, and why:
+Details of Postfix that are easy to get wrong, kept here:
 
     - The final C{220} is skipped only for a client that failed the
       pregreet test with C{enforce} (Postfix's C{PSC_STATE_FLAG_PREGR_FAIL},
-      which C{ignore} clears); an C{ignore}d pregreeter gets it, as in
-      Postfix.
+      which C{ignore} clears, so an ignored pregreeter is greeted).
+    - C{HANGUP after} counts from L{DummyEngine.start}: Postfix restarts its
+      clock for "tests after SMTP handshake".
+    - C{soft_bounce} softens I{every} reply the engine sends (Postfix's
+      C{psc_send_reply}), C{502 5.5.2} as well as the 550 of a failed test.
+    - The deep tests pass at RCPT even when that RCPT is refused (no MAIL,
+      TLS required), and a session that ends by the count limit right after
+      still concludes with C{PASS NEW}.
+    - STARTTLS with an argument gets C{501 Syntax: EHLO hostname} (sic, in
+      3.7).
+
+How this differs from Postfix, and why:
+
     - A line is too long once its text (without CRLF or LF) reaches
       C{line_length_limit}, whatever it holds.  Postfix does not count
       bytes read right after a CR, so an endless run of CRs grows its
       buffer without limit; this engine's buffer stays bounded.
-    - C{HANGUP after} counts from L{DummyEngine.start} (Postfix restarts
-      its clock for "tests after SMTP handshake"), not from the connect.
     - The EHLO keywords to discard are fixed for the session (the static
       C{postscreen_discard_ehlo_keywords}, or a per-client override given
       to L{DummyEngine}); Postfix starts every session with an empty mask
@@ -80,7 +92,11 @@ How this differs from Postfix, and why:
       (L{EngineSettings.tlsAvailable}); Postfix offers it by configuration
       alone and lets tlsproxy fail.  The TLS handshake is bounded by
       C{postscreen_command_time_limit} (Postfix suspends the engine's timer
-      and relies on tlsproxy's).
+      and relies on tlsproxy's), and input delivered before
+      L{DummyEngine.tlsStarted} waits for it, up to 4 x C{line_length_limit}
+      bytes.
+    - Peer text in log lines is escaped with L{escapeForLog} throughout
+      (Postfix replaces the command word's non-printable bytes with C{?}).
     - Not implemented: C{postscreen_command_filter},
       C{postscreen_reject_footer}, C{postscreen_discard_ehlo_keyword_address_maps}
       lookups (the caller may pass their result), and the "X21" mode
@@ -501,8 +517,10 @@ class DummyEngine:
         self._ehloDiscardLog: Optional[str] = None
         if discardEhloKeywords is not None:
             override = frozenset(word.upper() for word in discardEhloKeywords)
+            # Postfix compares keyword masks, so unknown words never count.
             known = [word for word in EHLO_KEYWORDS if word in override]
-            if override != discard and known and SILENT_DISCARD not in override:
+            static = {word for word in EHLO_KEYWORDS if word in discard}
+            if set(known) != static and known and SILENT_DISCARD not in override:
                 self._ehloDiscardLog = " ".join(known)
             discard = override
         self._discard = discard
