@@ -98,12 +98,19 @@ def entry(
     )
 
 
-def engine(settings: EngineSettings = DEFAULT, how: Optional[EnterDummyEngine] = None, **kw: Any) -> DummyEngine:
+def engine(
+    settings: EngineSettings = DEFAULT, how: Optional[EnterDummyEngine] = None, **kw: Any
+) -> DummyEngine:
     """
     A started engine (its greeting discarded).
     """
     e = DummyEngine(
-        settings, how if how is not None else entry(), clientAddress=ADDRESS, clientPort=PORT, start=T0 - 6, **kw
+        settings,
+        how if how is not None else entry(),
+        clientAddress=ADDRESS,
+        clientPort=PORT,
+        start=T0 - 6,
+        **kw,
     )
     e.start(T0)
     return e
@@ -216,7 +223,14 @@ class SettingsTests(SynchronousTestCase):
         self.assertTrue(s.forbidden.matches(b"foo"))
         self.assertFalse(s.forbidden.matches(b"GET"))
         self.assertEqual(
-            (s.messageSizeLimit, s.disableVrfy, s.heloRequired, s.smtputf8, s.commandCountLimit, s.lineLengthLimit),
+            (
+                s.messageSizeLimit,
+                s.disableVrfy,
+                s.heloRequired,
+                s.smtputf8,
+                s.commandCountLimit,
+                s.lineLengthLimit,
+            ),
             (0, True, True, False, 5, 600),
         )
 
@@ -288,7 +302,9 @@ class CommandTests(SynchronousTestCase):
         SMTPUTF8 are not announced, discarded keywords are left out, and
         with everything discarded the reply is one line.
         """
-        s = makeSettings({"message_size_limit": "0", "postscreen_disable_vrfy_command": "yes", "smtputf8_enable": "no"})
+        s = makeSettings(
+            {"message_size_limit": "0", "postscreen_disable_vrfy_command": "yes", "smtputf8_enable": "no"}
+        )
         self.assertEqual(
             replyTo(b"EHLO c", s),
             b"250-mx.example\r\n250-SIZE\r\n250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n"
@@ -302,7 +318,9 @@ class CommandTests(SynchronousTestCase):
         )
         s = makeSettings(
             {
-                "postscreen_discard_ehlo_keywords": "size vrfy etrn enhancedstatuscodes 8bitmime dsn smtputf8 chunking"
+                "postscreen_discard_ehlo_keywords": (
+                    "size vrfy etrn enhancedstatuscodes 8bitmime dsn smtputf8 chunking"
+                )
             }
         )
         self.assertEqual(replyTo(b"EHLO c", s), b"250 mx.example\r\n")
@@ -385,7 +403,10 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(sent(actions), b"550 5.5.1 Protocol error\r\n" * 2)
         self.assertEqual(
             texts(actions),
-            [f"NOQUEUE: reject: RCPT from {WHO}: 550 5.5.1 Protocol error; from=<a@b>, to=<u@x>, proto=SMTP, helo=<c>"],
+            [
+                f"NOQUEUE: reject: RCPT from {WHO}: 550 5.5.1 Protocol error;"
+                " from=<a@b>, to=<u@x>, proto=SMTP, helo=<c>"
+            ],
         )
 
     def test_data(self) -> None:
@@ -476,7 +497,8 @@ class CommandTests(SynchronousTestCase):
         AUTH, XCLIENT, XFORWARD, unknown commands and empty lines are not
         recognized.
         """
-        for line in [b"AUTH PLAIN AGFAYg==", b"XCLIENT NAME=x", b"XFORWARD ADDR=1.2.3.4", b"FOO bar", b"", b"  "]:
+        lines = [b"AUTH PLAIN AGFAYg==", b"XCLIENT NAME=x", b"XFORWARD ADDR=1.2.3.4", b"FOO bar", b"", b"  "]
+        for line in lines:
             self.assertEqual(replyTo(line), b"502 5.5.2 Error: command not recognized\r\n", line)
 
     def test_caseInsensitive(self) -> None:
@@ -634,7 +656,10 @@ class LimitTests(SynchronousTestCase):
         """
         s = makeSettings({"postscreen_command_count_limit": "3"})
         e = engine(s)
-        self.assertEqual(sent(feed(e, b"NOOP", b"HELO c", b"NOOP")), b"250 2.0.0 Ok\r\n250 mx.example\r\n250 2.0.0 Ok\r\n")
+        self.assertEqual(
+            sent(feed(e, b"NOOP", b"HELO c", b"NOOP")),
+            b"250 2.0.0 Ok\r\n250 mx.example\r\n250 2.0.0 Ok\r\n",
+        )
         actions = feed(e, b"NOOP")
         self.assertEqual(texts(actions), [f"COMMAND COUNT LIMIT from {WHO} after NOOP"])
         self.assertEqual(sent(actions), b"421 mx.example Service unavailable - try again later\r\n")
@@ -796,7 +821,8 @@ class DeepTestTests(SynchronousTestCase):
         self.assertEqual(
             texts(actions),
             [
-                f"COMMAND PIPELINING from {WHO} after EHLO: MAIL FROM:<a@p.example>\\r\\nRCPT TO:<u@mx.test.example>\\r\\n",
+                f"COMMAND PIPELINING from {WHO} after EHLO:"
+                " MAIL FROM:<a@p.example>\\r\\nRCPT TO:<u@mx.test.example>\\r\\n",
                 f"NOQUEUE: reject: RCPT from {WHO}: 550 5.5.1 Protocol error; from=<a@p.example>,"
                 " to=<u@mx.test.example>, proto=ESMTP, helo=<p.example>",
             ],
@@ -892,7 +918,9 @@ class DeepTestTests(SynchronousTestCase):
         s = deepSettings("non_smtp_command", "drop", smtputf8_enable="no")
         e = engine(s, entry(deepTests=(NON_SMTP_COMMAND,)))
         self.assertFalse(e.finished)
-        self.assertEqual(sent(e.dataReceived(T0, b"A\xff x\r\n")), b"502 5.5.2 Error: command not recognized\r\n")
+        self.assertEqual(
+            sent(e.dataReceived(T0, b"A\xff x\r\n")), b"502 5.5.2 Error: command not recognized\r\n"
+        )
 
     def test_nonSmtpLogged(self) -> None:
         """
@@ -921,7 +949,14 @@ class DeepTestTests(SynchronousTestCase):
         self.assertEqual(
             updates(actions), [Verdicts(int(T0) + DAY, 1, stamp, stamp, stamp)]
         )
-        self.assertEqual(actions[-3:], [CacheUpdate(Verdicts(int(T0) + DAY, 1, stamp, stamp, stamp)), Send(b"221 2.0.0 Bye\r\n"), Disconnect()])
+        self.assertEqual(
+            actions[-3:],
+            [
+                CacheUpdate(Verdicts(int(T0) + DAY, 1, stamp, stamp, stamp)),
+                Send(b"221 2.0.0 Bye\r\n"),
+                Disconnect(),
+            ],
+        )
 
     def test_failAfterPass(self) -> None:
         """
@@ -1007,7 +1042,9 @@ class DeepTestTests(SynchronousTestCase):
         e = engine(makeSettings({"postscreen_command_count_limit": "2"}))
         actions = feed(e, b"MAIL FROM:<a@b>", b"RCPT TO:<c@d>", b"NOOP")
         self.assertIn(f"PASS NEW {WHO}", texts(actions))
-        self.assertEqual(actions[-2:], [Send(b"421 mx.example Service unavailable - try again later\r\n"), Disconnect()])
+        self.assertEqual(
+            actions[-2:], [Send(b"421 mx.example Service unavailable - try again later\r\n"), Disconnect()]
+        )
 
 
 class SoftBounceTests(SynchronousTestCase):
@@ -1025,7 +1062,8 @@ class SoftBounceTests(SynchronousTestCase):
         actions = e.dataReceived(T0, b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n")
         self.assertEqual(sent(actions), b"250 mx.example\r\n250 2.1.0 Ok\r\n450 4.5.1 Protocol error\r\n")
         self.assertIn(
-            f"NOQUEUE: reject: RCPT from {WHO}: 450 4.5.1 Protocol error; from=<a@b>, to=<c@d>, proto=SMTP, helo=<c>",
+            f"NOQUEUE: reject: RCPT from {WHO}: 450 4.5.1 Protocol error;"
+            " from=<a@b>, to=<c@d>, proto=SMTP, helo=<c>",
             texts(actions),
         )
         self.assertEqual(sent(feed(e, b"FOO")), b"402 4.5.2 Error: command not recognized\r\n")
@@ -1069,6 +1107,98 @@ _LINES = st.sampled_from(
 def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({min(cut, len(data)) for cut in cuts} | {0, len(data)})
     return [data[a:b] for a, b in zip(points, points[1:])]
+
+
+class TranscriptTests(SynchronousTestCase):
+    """
+    Sessions recorded from a live Postfix 3.7 postscreen (the project's
+    reference, section 4), replayed byte for byte.
+    """
+
+    def test_goodClientFirstVisit(self) -> None:
+        """
+        All three deep tests on, a good client: 450 for its RCPT, PASS NEW
+        at QUIT, every test cached.
+        """
+        s = makeSettings(
+            {
+                "postscreen_pipelining_enable": "yes",
+                "postscreen_non_smtp_command_enable": "yes",
+                "postscreen_bare_newline_enable": "yes",
+            }
+        )
+        e = DummyEngine(s, entry(), clientAddress="127.0.0.20", clientPort=56679, start=T0)
+        actions = e.start(T0 + 6)
+        actions += feed(
+            e,
+            b"EHLO good.example",
+            b"MAIL FROM:<a@good.example>",
+            b"RCPT TO:<user@mx.test.example>",
+            b"QUIT",
+            now=T0 + 7,
+        )
+        self.assertEqual(
+            sent(actions),
+            b"220 mx.example ESMTP Postfix\r\n"
+            + EHLO_DEFAULT
+            + b"250 2.1.0 Ok\r\n450 4.3.2 Service currently unavailable\r\n221 2.0.0 Bye\r\n",
+        )
+        self.assertEqual(
+            texts(actions),
+            [
+                "NOQUEUE: reject: RCPT from [127.0.0.20]:56679: 450 4.3.2 Service currently unavailable;"
+                " from=<a@good.example>, to=<user@mx.test.example>, proto=ESMTP, helo=<good.example>",
+                "PASS NEW [127.0.0.20]:56679",
+            ],
+        )
+        stamp = int(T0) + 7 + 30 * DAY
+        self.assertEqual(updates(actions), [Verdicts(int(T0) + DAY, 1, stamp, stamp, stamp)])
+        self.assertEqual(actions[-1], Disconnect())
+
+    def test_pregreetingBot(self) -> None:
+        """
+        A bot that answered the teaser (greet action enforce): no final 220,
+        550 for RCPT, DATA ends the session; nothing cached.
+        """
+        s = makeSettings({"postscreen_greet_action": "enforce"})
+        how = entry(
+            pregreeted=True, failed=True, replies=["550 5.5.1 Protocol error"], verdicts=Verdicts(0, 1, 0, 0, 0)
+        )
+        e = DummyEngine(s, how, clientAddress="127.0.0.10", clientPort=40461, start=T0)
+        actions = e.start(T0 + 6)
+        actions += e.dataReceived(T0 + 6, b"EHLO bot.example\r\n")
+        actions += feed(
+            e, b"MAIL FROM:<spam@bot.example>", b"RCPT TO:<user@mx.test.example>", b"DATA", now=T0 + 7
+        )
+        self.assertEqual(
+            sent(actions),
+            EHLO_DEFAULT
+            + b"250 2.1.0 Ok\r\n550 5.5.1 Protocol error\r\n554 5.5.1 Error: no valid recipients\r\n",
+        )
+        self.assertEqual(
+            texts(actions),
+            [
+                "NOQUEUE: reject: RCPT from [127.0.0.10]:40461: 550 5.5.1 Protocol error;"
+                " from=<spam@bot.example>, to=<user@mx.test.example>, proto=ESMTP, helo=<bot.example>",
+                "DATA without valid RCPT from [127.0.0.10]:40461",
+            ],
+        )
+        self.assertEqual(updates(actions), [])
+        self.assertEqual(actions[-1], Disconnect())
+
+    def test_countLimitLive(self) -> None:
+        """
+        Limit 5: the sixth NOOP gets the 421 without enhanced code.
+        """
+        s = makeSettings({"postscreen_command_count_limit": "5"})
+        e = DummyEngine(s, entry(deepTests=()), clientAddress="127.0.0.24", clientPort=43969, start=T0)
+        e.start(T0)
+        actions = feed(e, *[b"NOOP"] * 6)
+        self.assertEqual(
+            sent(actions),
+            b"250 2.0.0 Ok\r\n" * 5 + b"421 mx.example Service unavailable - try again later\r\n",
+        )
+        self.assertEqual(texts(actions)[:1], ["COMMAND COUNT LIMIT from [127.0.0.24]:43969 after NOOP"])
 
 
 class EarlyInputTests(SynchronousTestCase):
