@@ -141,3 +141,80 @@ class IVerdictCache(Interface):
 
         @return: a C{Deferred} firing once released.
         """
+
+
+class IPostscreenCheck(Interface):
+    """
+    One postscreen test, found as a Twisted plugin: an object in a module of
+    the C{mtaguard.plugins} package (or of a third-party package's
+    C{mtaguard/plugins/} directory) that provides this interface and
+    C{twisted.plugin.IPlugin}.
+
+    Postfix's own tests (C{access}, C{pregreet}, C{dnsbl}, C{pipelining},
+    C{non_smtp_command}, C{bare_newline}) are plugins too; postscreen runs
+    them in Postfix's order with Postfix's semantics and cache format.  Any
+    other check runs generically: a before-greeting check while postscreen
+    waits for the greeting (in parallel with the DNSBL lookups), an
+    after-greeting check on each command of the dummy SMTP engine.  See
+    C{docs/postscreen-checks.md}.
+    """
+
+    name = Attribute(
+        "The test's name (C{str}): used in log lines and as its key in the"
+        " verdict cache.  Third-party names must not collide with Postfix's."
+    )
+    phase = Attribute(
+        "When the test runs: C{mtaguard.postscreen.BEFORE_GREETING} or"
+        " C{mtaguard.postscreen.AFTER_GREETING}."
+    )
+
+    def configure(view: Any, resources: Any) -> Any:
+        """
+        Read the test's parameters for one postscreen service.
+
+        @param view: the service's C{ParameterView}; read parameters with
+            C{view[parameter]}, where C{parameter} is declared with
+            C{mtaguard.config} (third-party names start with C{mtaguard_}).
+        @param resources: a C{mtaguard.postscreen.CheckResources}: the
+            reactor, the DNS resolver, a file reader.
+        @return: an L{IConfiguredCheck} provider, or C{None} when the test
+            is disabled.
+        @raise mtaguard.config.ConfigurationError: for a bad setting; the
+            service does not start.
+        """
+
+
+class IConfiguredCheck(Interface):
+    """
+    A postscreen test configured for one service (what
+    L{IPostscreenCheck.configure} returns).
+    """
+
+    action = Attribute(
+        "What a failure does (C{str}): C{ignore} (log only), C{enforce}"
+        " (the client gets the test's reply to every RCPT and is never handed"
+        " to smtpd) or C{drop} (the reply, then hang up)."
+    )
+    ttl = Attribute("How long a pass is cached (seconds, C{float}).")
+
+    def check(client: Any) -> Any:
+        """
+        Before-greeting tests: judge a new client.
+
+        @param client: a C{mtaguard.postscreen.ClientInfo}.
+        @return: a C{CheckPass} or C{CheckFail}, or a C{Deferred} firing
+            with one; a result that arrives after the greeting wait ended
+            counts as no result (nothing cached, nothing enforced).  A
+            failing Deferred is logged and counts as no result.
+        """
+
+    def command(client: Any, verb: bytes, line: bytes) -> Any:
+        """
+        After-greeting tests: judge one command line of the dummy SMTP
+        engine.
+
+        @param verb: the command word, upper-cased.
+        @param line: the whole line without its line ending.
+        @return: C{CheckFail} to fail the test now, or C{None}.  The test
+            passes when the client reaches RCPT TO without failing it.
+        """

@@ -70,6 +70,22 @@ class SharedServices:
         self._local: Any = None
         self._manager: Any = None
         self._control: Any = None
+        #: The smtpd factories by master.cf service name, for postscreen's
+        #: hand-off to its pass service.
+        self.smtpdFactories: dict[str, Any] = {}
+        #: (postscreen service, the smtpd service it hands clients to).
+        self.postscreenPasses: list[tuple[str, str]] = []
+
+    def smtpdFactory(self, name: str) -> Any:
+        """
+        The smtpd factory of the master.cf service C{name}.
+
+        @raise LookupError: if no smtpd service has that name.
+        """
+        try:
+            return self.smtpdFactories[name]
+        except KeyError:
+            raise LookupError(f"no smtpd service named {name!r} in master.cf") from None
 
     def queue(self) -> Any:
         """
@@ -211,7 +227,7 @@ def _buildSmtpd(
                 " mtaguard_sasl_password_file is empty: AUTH is not offered",
                 service=f"{entry.name}/{entry.type}",
             )
-    return SMTPServerService(
+    service = SMTPServerService(
         name=f"{entry.name}/{entry.type}",
         view=view,
         endpoints=endpoints,
@@ -224,6 +240,8 @@ def _buildSmtpd(
         portal=portal,
         queued=shared.queued,
     )
+    shared.smtpdFactories[entry.name] = service.factory
+    return service
 
 
 class ClientTransport(Service):
@@ -246,7 +264,39 @@ def _buildSmtp(
     return ClientTransport(entry, shared.queueManager(view))
 
 
-programBuilders: dict[str, ProgramBuilder] = {"smtpd": _buildSmtpd, "smtp": _buildSmtp}
+def _buildPostscreen(
+    entry: ServiceEntry, view: ParameterView, endpoints: tuple[str, ...], shared: SharedServices
+) -> IService:
+    from .postscreen._service import buildPostscreen
+    from .tls import TLSConfigurationError, serverTLS
+
+    tlsCreator = None
+    if view[params.postscreen_tls_security_level] not in ("", "none") or (
+        not view[params.postscreen_tls_security_level] and view[params.postscreen_use_tls]
+    ):
+        try:
+            tls = serverTLS(view, reactor=shared.reactor)
+        except TLSConfigurationError as error:
+            raise ConfigurationError(str(error)) from None
+        tlsCreator = tls.creator
+    passName = view[params.smtpd_service_name]
+    shared.postscreenPasses.append((f"{entry.name}/{entry.type}", passName))
+    return buildPostscreen(
+        name=f"{entry.name}/{entry.type}",
+        view=view,
+        endpoints=endpoints,
+        reactor=shared.reactor,
+        passFactory=lambda: shared.smtpdFactory(passName),
+        dataDirectory=view[params.data_directory],
+        tlsCreator=tlsCreator,
+    )
+
+
+programBuilders: dict[str, ProgramBuilder] = {
+    "smtpd": _buildSmtpd,
+    "smtp": _buildSmtp,
+    "postscreen": _buildPostscreen,
+}
 
 #: The listen backlog of every inet service: Twisted's default of 50 makes a
 #: burst of connections wait for SYN retransmissions.
@@ -376,6 +426,13 @@ def makeMasterService(configuration: Configuration, *, reactor: Any) -> MultiSer
             path=configuration.masterCfPath,
             services=" ".join(internal),
         )
+    for screen, passName in shared.postscreenPasses:
+        if passName not in shared.smtpdFactories:
+            raise ConfigurationError(
+                f"{configuration.masterCfPath}: service {screen} (postscreen) hands clients to"
+                f" smtpd service {passName!r} (smtpd_service_name), which master.cf does not"
+                f" define; add a line such as: {passName} pass - - n - - smtpd"
+            )
     return top
 
 

@@ -14,7 +14,7 @@ import attr
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from .interfaces import IQueue, IQueuedMessage
+from .interfaces import IQueue, IQueuedMessage, IVerdictCache
 
 
 @implementer(IQueuedMessage)
@@ -100,3 +100,31 @@ class MemoryQueue:
         for message, deferred in pending:
             message._commitNow()
             deferred.callback(message.queueID)
+
+
+@implementer(IVerdictCache)
+class MemoryVerdictCache:
+    """
+    A postscreen verdict cache in a dict, answering at once: for tests and
+    for embedders that want no persistence.
+
+    @ivar entries: client address to its stored verdicts.
+    """
+
+    name = "memory:"
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Any] = {}
+
+    def get(self, clientAddress: str) -> Deferred[Any]:
+        return succeed(self.entries.get(clientAddress))
+
+    def put(self, clientAddress: str, verdicts: Any) -> Deferred[None]:
+        self.entries[clientAddress] = verdicts
+        return succeed(None)
+
+    def cleanup(self) -> Deferred[tuple[int, int]]:
+        return succeed((len(self.entries), 0))
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from mtaguard import _tap
-from mtaguard.service import UnavailableProgram
+from mtaguard.postscreen._service import PostscreenService
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +77,7 @@ class MakeServiceTests(SynchronousTestCase):
             names, ["127.0.0.1:2525/inet", "control", "local", "qmgr", "queue", "smtp/unix", "smtpd/pass"]
         )
         screen = service.getServiceNamed("127.0.0.1:2525/inet")  # type: ignore[attr-defined]
-        self.assertIsInstance(screen, UnavailableProgram)
+        self.assertIsInstance(screen, PostscreenService)
         self.assertEqual(screen.endpoints, ("tcp:2525:interface=127.0.0.1:backlog=1024",))
 
     def test_builtin(self) -> None:

@@ -226,6 +226,26 @@ class Registry:
         self._parameters[parameter.name] = cast(Parameter[object], parameter)
         return parameter
 
+    def declare(self, parameter: Parameter[T]) -> Parameter[T]:
+        """
+        Declare a plugin's parameter, once: a module imported again (plugin
+        discovery may import it more than once) gets the parameter declared
+        the first time.
+
+        @raise DuplicateParameter: if the name is taken by a different
+            declaration (another kind or default).
+        @raise ValueError: if a non-Postfix name does not start with
+            C{mtaguard_}.
+        """
+        if not parameter.postfix and not parameter.name.startswith("mtaguard_"):
+            raise ValueError(f"parameter {parameter.name}: names Postfix lacks start with mtaguard_")
+        existing = self._parameters.get(parameter.name)
+        if existing is None:
+            return self.add(parameter)
+        if (existing.kind, existing.default, existing.postfix) != (parameter.kind, parameter.default, parameter.postfix):
+            raise DuplicateParameter(parameter.name)
+        return cast(Parameter[T], existing)
+
     def get(self, name: str) -> Parameter[object] | None:
         """
         The parameter called C{name}, or L{None}.

@@ -1,10 +1,23 @@
 """
 postscreen: connection-level zombie defense in front of smtpd.
 
-So far its verdict cache (Postfix's temporary allowlist,
-C{postscreen_cache_map}): L{IVerdictCache} providers in SQLite and
-memcached, a wrapper that degrades to "no cache", and periodic cleanup.
+The before-220 core (L{_early}), the dummy SMTP engine (L{_engine}), the
+Twisted protocol, factory and service that hand clean clients to smtpd in
+the same process, the verdict cache (Postfix's temporary allowlist,
+C{postscreen_cache_map}: SQLite or memcached, degrading to "no cache"), and
+the values third-party checks exchange with postscreen (see
+C{docs/postscreen-checks.md}).
 """
+
+from ._checks import (
+    AFTER_GREETING,
+    BEFORE_GREETING,
+    CheckFail,
+    CheckPass,
+    CheckResources,
+    ClientInfo,
+    discoverChecks,
+)
 
 from ._cache import (
     CacheCleaner,
@@ -18,6 +31,13 @@ from ._cache import (
 )
 
 __all__ = [
+    "AFTER_GREETING",
+    "BEFORE_GREETING",
+    "CheckFail",
+    "CheckPass",
+    "CheckResources",
+    "ClientInfo",
+    "discoverChecks",
     "CacheCleaner",
     "CacheUnavailable",
     "DegradingCache",

@@ -93,27 +93,41 @@ class Verdicts:
     pipelining: int = 0
     non_smtp_command: int = 0
     bare_newline: int = 0
+    #: Third-party tests' expiry times, C{(name, time)} sorted by name.
+    #: They follow Postfix's five fields as C{;name=time}, which Postfix's
+    #: own postscreen ignores when it reads a shared entry.
+    extra: tuple[tuple[str, int], ...] = ()
 
     def toValue(self) -> str:
         """
         @return: the value as Postfix's postscreen stores it: the five
-            integers joined by C{;}.
+            integers joined by C{;}, then any third-party C{;name=time}.
         """
-        return ";".join(str(t) for t in self.times())
+        fields = [str(t) for t in self.times()]
+        fields.extend(f"{name}={time}" for name, time in self.extra)
+        return ";".join(fields)
 
     @classmethod
     def fromValue(cls, value: str) -> Verdicts:
         """
         Parse a value written by L{toValue} (or by Postfix's postscreen).
 
-        @raise ValueError: if C{value} is not five C{;}-separated
-            non-negative integers.
+        @raise ValueError: if C{value} does not start with five
+            C{;}-separated non-negative integers, or a further field is not
+            C{name=integer}.
         """
         parts = value.strip().split(";")
-        if len(parts) != 5 or not all(p.isdigit() and p.isascii() for p in parts):
+        head, tail = parts[:5], parts[5:]
+        if len(head) != 5 or not all(p.isdigit() and p.isascii() for p in head):
             raise ValueError(f"malformed postscreen cache value: {value[:100]!r}")
-        a, b, c, d, e = (int(p) for p in parts)
-        return cls(a, b, c, d, e)
+        extra: dict[str, int] = {}
+        for part in tail:
+            name, equals, time = part.partition("=")
+            if not equals or not name or not (time.isdigit() and time.isascii()):
+                raise ValueError(f"malformed postscreen cache value: {value[:100]!r}")
+            extra[name] = int(time)
+        a, b, c, d, e = (int(p) for p in head)
+        return cls(a, b, c, d, e, tuple(sorted(extra.items())))
 
     def times(self) -> tuple[int, int, int, int, int]:
         """
@@ -127,11 +141,18 @@ class Verdicts:
             self.bare_newline,
         )
 
+    def extraTime(self, name: str) -> int:
+        """
+        @return: the expiry time of the third-party test C{name}; C{0}
+            (never passed) when the entry has none.
+        """
+        return dict(self.extra).get(name, 0)
+
     def latestExpiry(self) -> int:
         """
         @return: the latest of the expiry times.
         """
-        return max(self.times())
+        return max([*self.times(), *(time for _, time in self.extra)])
 
     def isObsolete(self, now: float, retention: int) -> bool:
         """

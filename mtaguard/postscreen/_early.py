@@ -136,6 +136,26 @@ def formatDelay(seconds: float) -> str:
 
 
 @attr.frozen
+class ExtraTest:
+    """
+    A third-party before-greeting check (an L{IConfiguredCheck} plugin),
+    as the session sees it.
+
+    @ivar name: its name (cache key; upper-cased in log lines).
+    @ivar action: C{ignore}, C{enforce} or C{drop}.
+    @ivar ttl: seconds a pass is cached unless the check says otherwise.
+    """
+
+    name: str
+    action: str
+    ttl: float
+
+
+#: How a failed third-party check is logged.
+EXTRA_FAIL_LOG_FORMAT = "{test} from [{address}]:{port}: {reason}"
+
+
+@attr.frozen
 class EarlySettings:
     """
     The parameters of the before-220 phase, read once per connection (they
@@ -192,6 +212,7 @@ class EarlySettings:
     softBounce: bool = False
     respectfulLogging: bool = True
     dnsblReplyMap: Optional[ReplyMap] = attr.field(default=None, eq=False)
+    extras: tuple[ExtraTest, ...] = ()
 
     @classmethod
     def fromView(cls, view: ParameterView, *, dnsblReplyMap: Optional[ReplyMap] = None) -> EarlySettings:
@@ -289,6 +310,16 @@ class StartDNSBL:
 
 
 @attr.frozen
+class StartCheck:
+    """
+    Run the third-party check C{name}; report with
+    L{EarlySession.checkDone}.
+    """
+
+    name: str
+
+
+@attr.frozen
 class WaitUntil:
     """
     Call L{EarlySession.waitEnded} at time C{deadline} unless the session
@@ -366,7 +397,7 @@ class EnterDummyEngine:
         return self.replies[-1] if self.replies else "450 4.3.2 Service currently unavailable"
 
 
-Action = Union[SendTeaser, StartDNSBL, WaitUntil, Log, CacheUpdate, HandOff, Drop, EnterDummyEngine]
+Action = Union[SendTeaser, StartDNSBL, StartCheck, WaitUntil, Log, CacheUpdate, HandOff, Drop, EnterDummyEngine]
 
 
 class _Phase(enum.Enum):
@@ -412,6 +443,8 @@ class EarlySession:
         self._pregreeted = False
         self._vetoed = False
         self._dnsbl: Optional[_DNSBLResult] = None
+        self._extras = {extra.name: extra for extra in settings.extras}
+        self._extraResults: dict[str, Optional[tuple[bool, str, str, float]]] = {}
 
     # Helpers -------------------------------------------------------------
 
@@ -458,7 +491,21 @@ class EarlySession:
                 times.append(self._expiry[test])
             else:
                 times.append(0 if self._settings.enabled(test) else 1)
-        return Verdicts(*times)
+        extra = []
+        for name in sorted(self._extras):
+            if name in self._passed:
+                extra.append((name, self._passed[name]))
+            elif self._expiry.get(name, 0) > 1:
+                extra.append((name, self._expiry[name]))
+            else:
+                extra.append((name, 0))
+        a, b, c, d, e = times
+        return Verdicts(a, b, c, d, e, extra=tuple(extra))
+
+    def _asyncPending(self) -> bool:
+        if DNSBL in self._todo and self._dnsbl is None:
+            return True
+        return any(name in self._todo and name not in self._extraResults for name in self._extras)
 
     def _elapsed(self, now: float) -> str:
         return formatDelay(now - self._start)
@@ -502,13 +549,16 @@ class EarlySession:
         enabled = [test for test in TESTS if settings.enabled(test)]
         if not self._failed and cached is not None:
             self._expiry = dict(zip(TESTS, cached.times()))
+            for name in self._extras:
+                self._expiry[name] = cached.extraTime(name)
+            enabled.extend(self._extras)
             self._todo = {test for test in enabled if self._expiry[test] <= now}
             if not self._todo and not allowlistVeto:
                 actions.append(self._log(PASS_OLD_LOG_FORMAT))
                 actions.append(self._finish(HandOff(teaserSent=False)))
                 return actions
         else:
-            self._todo = set(enabled)
+            self._todo = set(enabled) | set(self._extras)
         if allowlistVeto:
             self._vetoed = True
             actions.append(
@@ -520,7 +570,9 @@ class EarlySession:
             self._teaserSent = True
         if DNSBL in self._todo:
             actions.append(StartDNSBL())
-        if PREGREET in self._todo or DNSBL in self._todo:
+        extras = [name for name in sorted(self._extras) if name in self._todo]
+        actions.extend(StartCheck(name) for name in extras)
+        if PREGREET in self._todo or DNSBL in self._todo or extras:
             self._phase = _Phase.WAITING
             actions.append(WaitUntil(now + settings.greetWait))
             return actions
@@ -550,7 +602,7 @@ class EarlySession:
             self._failed.add(PREGREET)
             self._enforce(PREGREET_REPLY_TEXT)
         # ignore: un-fail, not passed: the test repeats next time.
-        if DNSBL not in self._todo or self._dnsbl is not None:
+        if not self._asyncPending():
             actions.extend(self._conclude(now))
         return actions
 
@@ -567,8 +619,34 @@ class EarlySession:
         if self._phase is not _Phase.WAITING or DNSBL not in self._todo or self._dnsbl is not None:
             return []
         self._dnsbl = _DNSBLResult(score, ttl, listedBy)
+        return self._maybeConclude(now)
+
+    def checkDone(
+        self, now: float, name: str, passed: Optional[bool], *, reason: str = "", reply: str = "", ttl: Optional[float] = None
+    ) -> list[Action]:
+        """
+        The third-party check C{name} answered.
+
+        @param passed: C{True} (pass), C{False} (fail), or L{None} (no
+            result: the check broke; nothing is cached or enforced).
+        @param reason: the failure's log text (already escaped).
+        @param reply: the failure's reply text after the code.
+        @param ttl: the pass's TTL, or L{None} for the configured one.
+        """
+        if self._phase is not _Phase.WAITING or name not in self._todo or name in self._extraResults:
+            return []
+        extra = self._extras[name]
+        if passed is None:
+            self._extraResults[name] = None
+        else:
+            self._extraResults[name] = (passed, reason, reply, extra.ttl if ttl is None else ttl)
+        return self._maybeConclude(now)
+
+    def _maybeConclude(self, now: float) -> list[Action]:
         if PREGREET in self._todo and not self._pregreeted:
             # A pending pregreet test always waits the full greet wait.
+            return []
+        if self._asyncPending():
             return []
         return self._conclude(now)
 
@@ -622,6 +700,24 @@ class EarlySession:
                 # ignore: un-fail, not passed: the test repeats next time.
             else:
                 self._passed[DNSBL] = stamp + int(result.ttl)
+        for name in sorted(self._extras):
+            if name not in self._todo:
+                continue
+            answer = self._extraResults.get(name)
+            if answer is None:
+                continue
+            passed, reason, reply, ttl = answer
+            if passed:
+                self._passed[name] = stamp + int(ttl)
+                continue
+            actions.append(self._log(EXTRA_FAIL_LOG_FORMAT, test=name.upper(), reason=reason))
+            action = self._extras[name].action
+            if action == DROP:
+                actions.append(self._drop(reply))
+                return actions
+            if action == ENFORCE:
+                self._failed.add(name)
+                self._enforce(reply)
         if PREGREET in self._todo and not self._pregreeted:
             self._passed[PREGREET] = stamp + int(settings.greetTTL)
         if DNSBL in self._passed and not self._failed and outcome == "allowlist":
@@ -629,9 +725,9 @@ class EarlySession:
             # or disabled, passes until at least the DNS TTL, and the deep
             # tests are skipped.
             until = self._passed[DNSBL]
-            for test in TESTS:
+            for test in (*TESTS, *self._extras):
                 if test != DNSBL:
-                    self._passed[test] = max(self._passed.get(test, self._expiry[test]), until)
+                    self._passed[test] = max(self._passed.get(test, self._expiry.get(test, 0)), until)
         final = self._handOffOrEngine()
         if isinstance(final, HandOff):
             if self._todo and all(test in self._passed for test in self._todo):

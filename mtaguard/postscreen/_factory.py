@@ -1,0 +1,301 @@
+# -*- test-case-name: tests.test_postscreen_protocol -*-
+"""
+The postscreen factory: what one postscreen service shares between its
+connections.
+
+It counts connections (per client address, being screened, handed off),
+refuses clients over the limits with Postfix's replies, enters and leaves
+stress mode at 90% and 70% of C{postscreen_pre_queue_limit} as Postfix's
+postscreen does, keeps the per-address verdicts of clients that have
+sessions open, and hands clean clients to the smtpd factory of the
+C{pass} service.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable, Optional
+
+import attr
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..config import ConfigurationError, ParameterView, params
+from ..interfaces import IVerdictCache
+from ..smtpd._policy import matchNetworks, parseNetworks
+from ._access import Access
+from ._cache import Verdicts
+from ._checks import AFTER_GREETING, ConfiguredChecks, ClientInfo
+from ._early import EarlySettings, EnterDummyEngine, ExtraTest
+from ._protocol import (
+    SERVER_PORTS_BUSY_LOG_FORMAT,
+    SERVER_PORTS_BUSY_REPLY,
+    TOO_MANY_CONNECTIONS_LOG_FORMAT,
+    TOO_MANY_CONNECTIONS_REPLY,
+    PostscreenProtocol,
+)
+
+log = Logger(namespace="mtaguard.postscreen")
+
+STRESS_ENTER_LOG_FORMAT = "entering STRESS mode with {count} connections"
+STRESS_LEAVE_LOG_FORMAT = "leaving STRESS mode with {count} connections"
+
+
+@attr.s(slots=True)
+class _Client:
+    sessions: int = attr.ib(default=0)
+    verdicts: Optional[Verdicts] = attr.ib(default=None)
+
+
+class PostscreenFactory(Factory):
+    """
+    Builds L{PostscreenProtocol}s for one postscreen service.
+
+    @ivar screening: connections being screened (not yet handed off or
+        closed).
+    """
+
+    def __init__(
+        self,
+        *,
+        view: ParameterView,
+        clock: IReactorTime,
+        checks: ConfiguredChecks,
+        passFactory: Callable[[], Any],
+        cache: Optional[IVerdictCache] = None,
+        tlsCreator: Any = None,
+        isMyNetwork: Callable[[str], bool] = lambda address: False,
+        dnsblReplyMap: Any = None,
+    ) -> None:
+        self.view = view
+        self.clock = clock
+        self.checks = checks
+        self.cache = cache
+        self.tlsCreator = tlsCreator
+        self._passFactory = passFactory
+        self._isMyNetwork = isMyNetwork
+        self._replyMap = dnsblReplyMap
+        self.screening = 0
+        self._clients: dict[str, _Client] = collections.defaultdict(_Client)
+        self._settings: dict[bool, EarlySettings] = {}
+        interfaces = view[params.postscreen_allowlist_interfaces]
+        self._allInterfaces = any(item.lower() == "static:all" for item in interfaces)
+        try:
+            self._interfaces = () if self._allInterfaces else parseNetworks(interfaces)
+        except ValueError as error:
+            raise ConfigurationError(f"postscreen_allowlist_interfaces: {error}") from None
+        limit = view[params.postscreen_pre_queue_limit]
+        self._hiwat = int(0.9 * limit)
+        self._lowat = int(0.7 * limit)
+
+    @property
+    def dnsbl(self) -> Any:
+        """
+        The built-in DNSBL test's sites and lookup, or L{None} when off.
+        """
+        check = self.checks.builtins.get("dnsbl")
+        return None if check is None else check.detail
+
+    # -- settings ------------------------------------------------------------
+
+    def earlySettings(self) -> EarlySettings:
+        """
+        The before-220 settings as they are now (normal or stress mode).
+        """
+        stress = self.view.stress
+        settings = self._settings.get(stress)
+        if settings is None:
+            settings = EarlySettings.fromView(self.view, dnsblReplyMap=self._replyMap)
+            builtins = self.checks.builtins
+            # A built-in test whose plugin is absent does not run.
+            settings = attr.evolve(
+                settings,
+                greetBanner=settings.greetBanner if "pregreet" in builtins else "",
+                dnsblEnabled=settings.dnsblEnabled and "dnsbl" in builtins,
+                pipeliningEnabled=settings.pipeliningEnabled and "pipelining" in builtins,
+                nonSmtpCommandEnabled=settings.nonSmtpCommandEnabled and "non_smtp_command" in builtins,
+                bareNewlineEnabled=settings.bareNewlineEnabled and "bare_newline" in builtins,
+                extras=tuple(
+                    ExtraTest(name, str(check.action), float(check.ttl))
+                    for name, check in sorted(self.checks.before.items())
+                ),
+            )
+            self._settings[stress] = settings
+        return settings
+
+    def newEngine(self, entry: EnterDummyEngine, client: ClientInfo, start: float) -> Any:
+        """
+        The dummy SMTP engine for a client that does not go to smtpd now.
+        """
+        from ._engine import DummyEngine, EngineSettings
+
+        settings = EngineSettings.fromView(
+            self.view, self.earlySettings(), tlsAvailable=self.tlsCreator is not None
+        )
+        return DummyEngine(
+            settings, entry, clientAddress=client.address, clientPort=client.port, start=start
+        )
+
+    # -- decisions -------------------------------------------------------------
+
+    def access(self, address: str) -> Access:
+        """
+        The permanent access list's decision for C{address}.
+        """
+        check = self.checks.builtins.get("access")
+        if check is None:
+            return Access.DUNNO
+        decision: Access = check.detail.decide(address, self._isMyNetwork)
+        return decision
+
+    def allowlistVeto(self, serverAddress: str) -> bool:
+        """
+        Whether clients on C{serverAddress} can never be allowlisted
+        (C{postscreen_allowlist_interfaces}).
+        """
+        if self._allInterfaces:
+            return False
+        return not matchNetworks(self._interfaces, serverAddress)
+
+    def refusal(self, protocol: PostscreenProtocol) -> Optional[tuple[str, bytes]]:
+        """
+        Steps 2 and 3 of Postfix's order: the per-client and post-queue
+        limits.  The new session is already counted.
+
+        @return: the log format and reply for a refused client, or L{None}.
+        """
+        view = self.view
+        address = protocol.client.address
+        limit = view[params.postscreen_client_connection_count_limit]
+        if limit > 0 and self._clients[address].sessions > limit:
+            return TOO_MANY_CONNECTIONS_LOG_FORMAT, TOO_MANY_CONNECTIONS_REPLY
+        postLimit = view[params.postscreen_post_queue_limit]
+        if postLimit > 0 and self.waitingForSmtpd() >= postLimit:
+            return SERVER_PORTS_BUSY_LOG_FORMAT, SERVER_PORTS_BUSY_REPLY
+        return None
+
+    def waitingForSmtpd(self) -> int:
+        """
+        Handed-off clients beyond smtpd's process limit: the ones a Postfix
+        smtpd process would not have picked up yet.
+        """
+        try:
+            smtpd = self._passFactory()
+        except LookupError:
+            return 0
+        limit = getattr(smtpd, "processLimit", 0)
+        if not limit:
+            return 0
+        return max(0, int(getattr(smtpd, "sessions", 0)) - limit)
+
+    def screeningPortsBusy(self) -> bool:
+        """
+        Whether the pre-queue limit is reached (the new session counted).
+        """
+        return self.screening >= self.view[params.postscreen_pre_queue_limit]
+
+    # -- the verdict cache ---------------------------------------------------
+
+    def useCache(self, address: str) -> bool:
+        """
+        Whether to consult the cache: Postfix does only for a client's only
+        session; concurrent ones share the in-memory state.
+        """
+        return self.cache is not None and self._clients[address].sessions == 1
+
+    def sharedVerdicts(self, address: str) -> Optional[Verdicts]:
+        """
+        The verdicts of another open session of the same client, if any.
+        """
+        client = self._clients.get(address)
+        return None if client is None else client.verdicts
+
+    def cachedVerdicts(self, address: str) -> Deferred[Optional[Verdicts]]:
+        """
+        The client's cache entry (never fails: the cache degrades).
+        """
+        if self.cache is None:
+            return succeed(None)
+        looking: Deferred[Optional[Verdicts]] = self.cache.get(address)
+
+        def remember(verdicts: Optional[Verdicts]) -> Optional[Verdicts]:
+            client = self._clients.get(address)
+            if client is not None and verdicts is not None:
+                client.verdicts = verdicts
+            return verdicts
+
+        def unavailable(failure: Failure) -> None:
+            log.warn(
+                "warning: postscreen cache lookup for {address} failed: {error}",
+                address=address,
+                error=failure.getErrorMessage(),
+            )
+            return None
+
+        return looking.addCallbacks(remember, unavailable)
+
+    def storeVerdicts(self, address: str, verdicts: Verdicts) -> None:
+        """
+        Remember C{verdicts} for the client's other sessions and store them.
+        """
+        client = self._clients.get(address)
+        if client is not None:
+            client.verdicts = verdicts
+        if self.cache is None:
+            return
+
+        def failed(failure: Failure) -> None:
+            log.warn(
+                "warning: postscreen cache update for {address} failed: {error}",
+                address=address,
+                error=failure.getErrorMessage(),
+            )
+
+        self.cache.put(address, verdicts).addErrback(failed)
+
+    # -- connections -----------------------------------------------------------
+
+    def buildProtocol(self, addr: IAddress | None) -> Optional[Protocol]:
+        protocol = PostscreenProtocol(self)
+        return protocol
+
+    def sessionStarted(self, protocol: PostscreenProtocol) -> None:
+        """
+        Count a new connection; enter stress mode at 90% of the pre-queue
+        limit.
+        """
+        self.screening += 1
+        self._clients[protocol.client.address].sessions += 1
+        if not self.view.stress and self.screening >= self._hiwat:
+            self.view.stress = True
+            log.warn(STRESS_ENTER_LOG_FORMAT, count=self.screening)
+
+    def sessionEnded(self, protocol: PostscreenProtocol) -> None:
+        """
+        A connection was handed off or closed; leave stress mode at 70% of
+        the pre-queue limit.
+        """
+        self.screening -= 1
+        address = protocol.client.address
+        client = self._clients.get(address)
+        if client is not None:
+            client.sessions -= 1
+            if client.sessions <= 0:
+                del self._clients[address]
+        if self.view.stress and self.screening <= self._lowat:
+            self.view.stress = False
+            log.info(STRESS_LEAVE_LOG_FORMAT, count=self.screening)
+
+    def handOff(self, protocol: PostscreenProtocol, addr: IAddress) -> Protocol:
+        """
+        The smtpd protocol that takes the client's connection over.
+        """
+        smtpd = self._passFactory()
+        inner: Protocol = smtpd.buildProtocol(addr)
+        return inner
+
+
+__all__ = ["PostscreenFactory", "AFTER_GREETING"]

@@ -1,0 +1,224 @@
+# -*- test-case-name: tests.test_postscreen_service -*-
+"""
+The postscreen service: listens on a master.cf service's endpoints, screens
+each client with L{PostscreenFactory}, hands clean ones to the smtpd
+factory of the C{pass} service (C{smtpd_service_name}), and cleans the
+verdict cache periodically.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable, Optional
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..config import ConfigurationError, ParameterView, params
+from ..smtpd._policy import matchNetworks, parseNetworks
+from ._cache import CacheCleaner, cacheFromParameter
+from ._checks import CheckResources, configureChecks, discoverChecks
+from ._factory import PostscreenFactory
+
+log = Logger(namespace="mtaguard.postscreen")
+
+
+def resolverFor(view: ParameterView, reactor: Any) -> Any:
+    """
+    The DNS resolver for lookups: the servers of C{mtaguard_dns_servers},
+    else those of C{/etc/resolv.conf}.  No hosts file: DNSBL names must
+    never be answered locally.
+
+    @raise ConfigurationError: for a malformed server.
+    """
+    from twisted.names.client import Resolver
+
+    servers = []
+    for item in view[params.mtaguard_dns_servers]:
+        host, port = item, "53"
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else "53"
+        try:
+            ipaddress.ip_address(host)
+            servers.append((host, int(port)))
+        except ValueError:
+            raise ConfigurationError(
+                f"mtaguard_dns_servers: expected address or [address]:port, got {item!r}"
+            ) from None
+    if servers:
+        return Resolver(servers=servers, reactor=reactor)
+    return Resolver(resolv="/etc/resolv.conf", reactor=reactor)
+
+
+def _readFile(path: str) -> str:
+    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+        return handle.read()
+
+
+class PostscreenService(MultiService):
+    """
+    One postscreen service from master.cf.
+
+    Ports are bound in L{privilegedStartService}, so that C{twistd --uid}
+    can bind port 25 as root and then drop privileges.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        endpoints: tuple[str, ...],
+        reactor: Any,
+        factory: PostscreenFactory,
+        listenFactory: Any = None,
+    ) -> None:
+        MultiService.__init__(self)
+        Service.setName(self, name)
+        self.endpoints = endpoints
+        self.factory = factory
+        self._reactor = reactor
+        self._listenFactory = listenFactory if listenFactory is not None else factory
+        self.ports: list[IListeningPort] = []
+        self._listening = False
+
+    def privilegedStartService(self) -> None:
+        MultiService.privilegedStartService(self)
+        self._listen()
+
+    def startService(self) -> None:
+        MultiService.startService(self)
+        self._listen()
+
+    def _listen(self) -> None:
+        if self._listening:
+            return
+        self._listening = True
+        for description in self.endpoints:
+            endpoint = serverFromString(self._reactor, description)
+            listening: Deferred[IListeningPort] = endpoint.listen(self._listenFactory)
+            listening.addCallbacks(self._listened, self._listenFailed, errbackArgs=(description,))
+
+    def _listened(self, port: IListeningPort) -> None:
+        self.ports.append(port)
+        address = port.getHost()
+        log.info(
+            "postscreen service {name} listening on {host}:{port}",
+            name=self.name,
+            host=getattr(address, "host", "?"),
+            port=getattr(address, "port", "?"),
+        )
+
+    def _listenFailed(self, failure: Failure, description: str) -> None:
+        log.critical(
+            "fatal: service {name}: cannot listen on {endpoint}: {error}",
+            name=self.name,
+            endpoint=description,
+            error=failure.getErrorMessage(),
+        )
+        if self._reactor.running:
+            self._reactor.stop()
+        else:
+            self._reactor.callWhenRunning(self._reactor.stop)
+
+    def stopService(self) -> Deferred[Any]:
+        stopping = MultiService.stopService(self)
+        ports, self.ports = self.ports, []
+        self._listening = False
+        closing = [port.stopListening() for port in ports]
+        waits = [d for d in [stopping, *closing] if isinstance(d, Deferred)]
+        cache = self.factory.cache
+        if cache is not None:
+            waits.append(cache.close())
+        return DeferredList(waits)
+
+
+def buildPostscreen(
+    *,
+    name: str,
+    view: ParameterView,
+    endpoints: tuple[str, ...],
+    reactor: Any,
+    passFactory: Callable[[], Any],
+    dataDirectory: str,
+    tlsCreator: Any = None,
+    checks: Optional[list[Any]] = None,
+) -> PostscreenService:
+    """
+    A postscreen service for one master.cf entry.
+
+    @param passFactory: returns the smtpd factory clean clients go to
+        (looked up when the first client passes, so the C{pass} service may
+        come later in master.cf); raises L{LookupError} if there is none.
+    @param checks: the check plugins; by default those
+        L{discoverChecks} finds.
+    @raise ConfigurationError: for a bad parameter value.
+    """
+    try:
+        networks = parseNetworks(view[params.mynetworks])
+    except ValueError as error:
+        raise ConfigurationError(f"mynetworks: {error}") from None
+
+    def isMyNetwork(address: str) -> bool:
+        return matchNetworks(networks, address)
+
+    resolver = resolverFor(view, reactor) if view[params.postscreen_dnsbl_sites] else None
+    resources = CheckResources(reactor=reactor, resolver=resolver, readFile=_readFile, isMyNetwork=isMyNetwork)
+    configured = configureChecks(discoverChecks() if checks is None else checks, view, resources)
+    for name_ in configured.after:
+        log.warn(
+            "warning: postscreen check {check}: after-greeting plug-in checks are not run"
+            " by this version of mtaguard",
+            check=name_,
+        )
+    cache = cacheFromParameter(view, reactor=reactor, dataDirectory=dataDirectory)
+    replyMap = _replyMap(view)
+    factory = PostscreenFactory(
+        view=view,
+        clock=reactor,
+        checks=configured,
+        passFactory=passFactory,
+        cache=cache,
+        tlsCreator=tlsCreator,
+        isMyNetwork=isMyNetwork,
+        dnsblReplyMap=replyMap,
+    )
+    listenFactory: Any = factory
+    if view[params.postscreen_upstream_proxy_protocol]:
+        listenFactory = _proxied(view, reactor, factory)
+    service = PostscreenService(
+        name=name, endpoints=endpoints, reactor=reactor, factory=factory, listenFactory=listenFactory
+    )
+    if cache is not None:
+        interval = view[params.postscreen_cache_cleanup_interval]
+        MultiService.addService(service, CacheCleaner(cache, clock=reactor, interval=interval))
+    return service
+
+
+def _replyMap(view: ParameterView) -> Any:
+    from ..client._tables import TableError, TableList
+
+    tables = view[params.postscreen_dnsbl_reply_map]
+    if not tables:
+        return None
+    try:
+        return TableList.fromParameter(tables, parameter="postscreen_dnsbl_reply_map")
+    except TableError as error:
+        raise ConfigurationError(str(error)) from None
+
+
+def _proxied(view: ParameterView, reactor: Any, factory: PostscreenFactory) -> Any:
+    protocol = view[params.postscreen_upstream_proxy_protocol]
+    if protocol != "haproxy":
+        raise ConfigurationError(
+            f"postscreen_upstream_proxy_protocol: unsupported protocol {protocol!r} (use haproxy or nothing)"
+        )
+    from ..proxyprotocol import ProxyHeaderFactory
+
+    return ProxyHeaderFactory(
+        factory, clock=reactor, timeout=float(view[params.postscreen_upstream_proxy_timeout]), log=log
+    )

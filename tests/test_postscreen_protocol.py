@@ -1,0 +1,387 @@
+"""
+Tests for postscreen's Twisted adapter (L{mtaguard.postscreen._protocol})
+and factory: CONNECT/DISCONNECT, hand-off to smtpd on the same transport,
+limits, stress mode, the cache, and third-party checks, driven with a
+Clock and StringTransports.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from mtaguard.config import ParameterView
+from mtaguard.interfaces import IConfiguredCheck
+from mtaguard.postscreen._cache import Verdicts
+from mtaguard.postscreen._checks import (
+    CheckFail,
+    CheckPass,
+    CheckResources,
+    ConfiguredChecks,
+    configureChecks,
+    discoverChecks,
+)
+from mtaguard.postscreen._factory import PostscreenFactory
+from mtaguard.smtpd import ServerContext, SMTPServerProtocol
+from mtaguard.smtpd._factory import SMTPServerFactory
+from mtaguard.smtpd._policy import matchNetworks, parseNetworks
+from mtaguard.testing import MemoryQueue, MemoryVerdictCache
+
+T0 = 1_700_000_000.0
+BASE = {
+    "compatibility_level": "3.6",
+    "myhostname": "mx.example.org",
+    "mydomain": "example.org",
+    "mynetworks": "127.0.0.0/8",
+}
+
+
+@implementer(IConfiguredCheck)
+class FakeCheck:
+    """
+    A third-party before-greeting check whose answer the test controls.
+    """
+
+    def __init__(self, action: str = "enforce", ttl: float = 3600.0) -> None:
+        self.action = action
+        self.ttl = ttl
+        self.calls: list[Any] = []
+
+    def check(self, client: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.calls.append((client, d))
+        return d
+
+    def command(self, client: Any, verb: bytes, line: bytes) -> Any:
+        return None
+
+
+class Postscreen:
+    """
+    One postscreen service with a real smtpd behind it.
+    """
+
+    def __init__(self, case: SynchronousTestCase, *, cache: Any = None, extra: Optional[dict[str, Any]] = None, **values: str) -> None:
+        settings = dict(BASE)
+        settings.update(values)
+        self.view = ParameterView(settings)
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.cache = cache
+        self.queue = MemoryQueue()
+        networks = parseNetworks(self.view["mynetworks"] if False else ["127.0.0.0/8"])
+        checks = configureChecks(
+            discoverChecks(),
+            self.view,
+            CheckResources(reactor=self.clock, readFile=lambda path: "", isMyNetwork=lambda a: matchNetworks(networks, a)),
+        )
+        if extra:
+            checks = ConfiguredChecks(checks.builtins, dict(extra), checks.after)
+        self.smtpd = SMTPServerFactory(
+            ServerContext(view=ParameterView(settings), queue=self.queue, clock=self.clock),
+            processLimit=100,
+        )
+        self.factory = PostscreenFactory(
+            view=self.view,
+            clock=self.clock,
+            checks=checks,
+            passFactory=lambda: self.smtpd,
+            cache=cache,
+            isMyNetwork=lambda a: matchNetworks(networks, a),
+        )
+        self.logged: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") == "mtaguard.postscreen":
+                self.logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        case.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def connect(self, client: str = "203.0.113.5", port: int = 41234) -> "Connection":
+        return Connection(self, client, port)
+
+
+class Connection:
+    def __init__(self, service: Postscreen, client: str, port: int) -> None:
+        self.service = service
+        self.transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "192.0.2.2", 25), peerAddress=IPv4Address("TCP", client, port)
+        )
+        self.protocol = service.factory.buildProtocol(self.transport.getPeer())
+        assert self.protocol is not None
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def take(self) -> bytes:
+        value = self.transport.value()
+        self.transport.clear()
+        return value
+
+    def lose(self) -> None:
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+
+class HandOffTests(SynchronousTestCase):
+    """
+    A client that passes is served by smtpd on the same connection.
+    """
+
+    def test_passNew(self) -> None:
+        """
+        A new client gets the C{220-} teaser, waits out the greet wait, and
+        is then greeted by smtpd, whose C{220 } line completes the teaser;
+        postscreen logs C{CONNECT} and C{PASS NEW} and caches the pass.
+        """
+        cache = MemoryVerdictCache()
+        ps = Postscreen(self, cache=cache)
+        c = ps.connect()
+        self.assertEqual(c.take(), b"220-mx.example.org ESMTP Postfix\r\n")
+        ps.clock.advance(5.9)
+        self.assertEqual(c.take(), b"")
+        ps.clock.advance(0.1)
+        self.assertEqual(c.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        self.assertIsInstance(c.protocol.handedOff, SMTPServerProtocol)
+        c.send(b"EHLO client.example\r\n")
+        self.assertIn(b"250-mx.example.org", c.take())
+        self.assertEqual(
+            ps.logged,
+            [
+                "CONNECT from [203.0.113.5]:41234 to [192.0.2.2]:25",
+                "PASS NEW [203.0.113.5]:41234",
+            ],
+        )
+        stored = cache.entries["203.0.113.5"]
+        self.assertEqual(stored.pregreet, int(T0 + 6) + 86400)
+        self.assertEqual(ps.factory.screening, 0)
+        self.assertEqual(ps.smtpd.sessions, 1)
+        c.lose()
+        self.assertEqual(ps.smtpd.sessions, 0)
+        # DISCONNECT is logged only for sessions that were not handed off.
+        self.assertNotIn("DISCONNECT [203.0.113.5]:41234", ps.logged)
+
+    def test_passOld(self) -> None:
+        """
+        A client whose tests are all unexpired in the cache is handed off at
+        once, without a teaser.
+        """
+        cache = MemoryVerdictCache()
+        cache.entries["203.0.113.5"] = Verdicts(int(T0) + 100, 1, 1, 1, 1)
+        ps = Postscreen(self, cache=cache)
+        c = ps.connect()
+        self.assertEqual(c.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        self.assertIn("PASS OLD [203.0.113.5]:41234", ps.logged)
+
+    def test_allowlisted(self) -> None:
+        """
+        A client in mynetworks (C{permit_mynetworks}) goes straight to smtpd.
+        """
+        ps = Postscreen(self)
+        c = ps.connect("127.0.0.1")
+        self.assertEqual(c.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        self.assertIn("ALLOWLISTED [127.0.0.1]:41234", ps.logged)
+
+    def test_pregreetIgnoredBytesReachSmtpd(self) -> None:
+        """
+        With C{postscreen_greet_action = ignore}, a client that talks early
+        is handed off after the wait, and smtpd reads what it sent.
+        """
+        ps = Postscreen(self)
+        c = ps.connect()
+        c.take()
+        c.send(b"EHLO early.example\r\n")
+        self.assertEqual(ps.logged[-1], "PREGREET 20 after 0 from [203.0.113.5]:41234: EHLO early.example\\r\\n")
+        # Nothing else is pending: postscreen goes on at once.
+        data = c.take()
+        self.assertTrue(data.startswith(b"220 mx.example.org ESMTP Postfix\r\n250-mx.example.org"), data)
+
+    def test_pregreetDrop(self) -> None:
+        """
+        C{postscreen_greet_action = drop}: 521 and hang up, C{DISCONNECT}.
+        """
+        ps = Postscreen(self, postscreen_greet_action="drop")
+        c = ps.connect()
+        c.take()
+        ps.clock.advance(0.4)
+        c.send(b"EHLO bot\r\n")
+        self.assertEqual(c.take(), b"521 5.5.1 Protocol error\r\n")
+        self.assertTrue(c.closed)
+        c.lose()
+        self.assertEqual(ps.logged[-1], "DISCONNECT [203.0.113.5]:41234")
+        self.assertEqual(ps.factory.screening, 0)
+
+    def test_hangupDuringWait(self) -> None:
+        """
+        A client that leaves during the greet wait is logged with Postfix's
+        C{HANGUP} line, then C{DISCONNECT}; its timer is gone.
+        """
+        ps = Postscreen(self)
+        c = ps.connect()
+        ps.clock.advance(1.5)
+        c.lose()
+        self.assertEqual(
+            ps.logged[-2:],
+            [
+                "HANGUP after 1.5 from [203.0.113.5]:41234 in tests before SMTP handshake",
+                "DISCONNECT [203.0.113.5]:41234",
+            ],
+        )
+        self.assertEqual(ps.clock.getDelayedCalls(), [])
+
+    def test_pregreetBufferBounded(self) -> None:
+        """
+        A client that floods while a test is still running stops being
+        read; reading resumes when smtpd takes over.
+        """
+        check = FakeCheck()
+        ps = Postscreen(self, extra={"example": check})
+        c = ps.connect()
+        c.send(b"x" * 5000)
+        self.assertEqual(c.transport.producerState, "paused")
+        check.calls[0][1].callback(CheckPass())
+        self.assertIsNotNone(c.protocol.handedOff)
+        self.assertEqual(c.transport.producerState, "producing")
+
+
+class LimitTests(SynchronousTestCase):
+    """
+    Per-client, pre-queue and stress limits, with Postfix's replies and logs.
+    """
+
+    def test_perClientLimit(self) -> None:
+        """
+        A client over C{postscreen_client_connection_count_limit} gets
+        C{421 4.7.0 Error: too many connections}.
+        """
+        ps = Postscreen(self, postscreen_client_connection_count_limit="1")
+        first = ps.connect(port=1)
+        second = ps.connect(port=2)
+        self.assertEqual(second.take(), b"421 4.7.0 Error: too many connections\r\n")
+        self.assertTrue(second.closed)
+        self.assertIn("NOQUEUE: reject: CONNECT from [203.0.113.5]:2: too many connections", ps.logged)
+        self.assertFalse(first.closed)
+
+    def test_preQueueLimitAndStress(self) -> None:
+        """
+        With C{postscreen_pre_queue_limit = 10}, stress mode starts at the
+        9th screened connection, the 10th is refused with Postfix's log line
+        and reply, and stress mode ends when 7 are left.
+        """
+        ps = Postscreen(self, postscreen_pre_queue_limit="10")
+        connections = [ps.connect(f"203.0.113.{i}") for i in range(1, 9)]
+        self.assertFalse(ps.view.stress)
+        connections.append(ps.connect("203.0.113.9"))
+        self.assertTrue(ps.view.stress)
+        self.assertIn("entering STRESS mode with 9 connections", ps.logged)
+        refused = ps.connect("203.0.113.10")
+        self.assertEqual(refused.take(), b"421 4.3.2 All screening ports are busy\r\n")
+        self.assertIn("reject: connect from [203.0.113.10]:41234: all screening ports busy", ps.logged)
+        refused.lose()
+        connections.pop().lose()
+        self.assertTrue(ps.view.stress)
+        connections.pop().lose()
+        self.assertFalse(ps.view.stress)
+        self.assertIn("leaving STRESS mode with 7 connections", ps.logged)
+
+    def test_stressShortensGreetWait(self) -> None:
+        """
+        Under stress the greet wait is C{postscreen_greet_wait}'s stress
+        value, 2 seconds.
+        """
+        ps = Postscreen(self, postscreen_pre_queue_limit="10")
+        for i in range(1, 10):
+            ps.connect(f"203.0.113.{i}")
+        c = ps.connect("198.51.100.1")
+        # The 10th is refused; free one slot first.
+        self.assertTrue(c.closed)
+        c.lose()
+        ps.view.stress = True
+        ps.factory.screening -= 1
+        d = ps.connect("198.51.100.2")
+        d.take()
+        ps.clock.advance(2)
+        self.assertEqual(d.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+
+
+class ThirdPartyCheckTests(SynchronousTestCase):
+    """
+    A before-greeting check from a plugin runs during the greet wait.
+    """
+
+    def test_failDrop(self) -> None:
+        """
+        A failing check with action C{drop} ends the session with its reply
+        and logs its reason.
+        """
+        check = FakeCheck(action="drop")
+        ps = Postscreen(self, extra={"example": check}, postscreen_greet_banner="")
+        c = ps.connect()
+        self.assertEqual(len(check.calls), 1)
+        client, d = check.calls[0]
+        self.assertEqual((client.address, client.port, client.serverPort), ("203.0.113.5", 41234, 25))
+        d.callback(CheckFail("listed in example\n", "5.7.1 Go away"))
+        self.assertEqual(c.take(), b"521 5.7.1 Go away\r\n")
+        self.assertIn("EXAMPLE from [203.0.113.5]:41234: listed in example\\n", ps.logged)
+
+    def test_passCachedAndShortensWait(self) -> None:
+        """
+        Without a pregreet test, the wait ends when every check answered; a
+        pass is cached under the check's name with its TTL.
+        """
+        cache = MemoryVerdictCache()
+        check = FakeCheck()
+        ps = Postscreen(self, cache=cache, extra={"example": check}, postscreen_greet_banner="")
+        c = ps.connect()
+        self.assertEqual(c.take(), b"")
+        ps.clock.advance(1)
+        check.calls[0][1].callback(CheckPass(ttl=600))
+        self.assertEqual(c.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        self.assertEqual(cache.entries["203.0.113.5"].extraTime("example"), int(T0) + 1 + 600)
+        self.assertIn("PASS NEW [203.0.113.5]:41234", ps.logged)
+        # The next connection needs no test.
+        c.lose()
+        again = ps.connect(port=5)
+        self.assertEqual(again.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        self.assertEqual(len(check.calls), 1)
+
+    def test_brokenCheckDecidesNothing(self) -> None:
+        """
+        A check that fails with an exception is logged and counts as no
+        result: the client is handed off, nothing cached for it.
+        """
+        cache = MemoryVerdictCache()
+        check = FakeCheck()
+        ps = Postscreen(self, cache=cache, extra={"example": check}, postscreen_greet_banner="")
+        c = ps.connect()
+        check.calls[0][1].errback(RuntimeError("backend down"))
+        self.assertEqual(c.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        self.assertTrue(any("backend down" in line for line in ps.logged))
+        self.assertNotIn("203.0.113.5", cache.entries)
+        self.flushLoggedErrors()
+
+    def test_lateAnswerIgnored(self) -> None:
+        """
+        A check that answers after the greet wait is ignored.
+        """
+        check = FakeCheck()
+        ps = Postscreen(self, extra={"example": check})
+        c = ps.connect()
+        c.take()
+        ps.clock.advance(6)
+        self.assertEqual(c.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        self.assertNotIn("PASS NEW [203.0.113.5]:41234", ps.logged)
