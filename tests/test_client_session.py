@@ -751,6 +751,26 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(sent(actions), b"")
         self.assertEqual(actions[-1], Close(abort=True))
 
+    def test_unexpectedInputWhileIdle(self) -> None:
+        """
+        Bytes the server sends when no reply is awaited (after the last
+        reply of a message) make the connection unusable, so that they can
+        never be read as the reply to a later RSET.
+        """
+        c = Conversation()
+        c.deliver(MESSAGE)
+        c.server(b"220 mx ESMTP\r\n")
+        c.server(b"250 mx\r\n")
+        c.server(b"250 2.1.0 Ok\r\n")
+        c.server(b"250 2.1.5 Ok\r\n")
+        c.server(b"354 go\r\n")
+        c.content(b"Subject: x\r\n\r\nbody\r\n")
+        actions = c.server(b"250 2.0.0 queued\r\n250 2.0.0 extra\r\n")
+        self.assertEqual(outcomes(actions), [("bob@example.com", "sent", "2.0.0")])
+        [unusable] = [action for action in actions if isinstance(action, ConnectionUnusable)]
+        self.assertIn("unexpected input while idle", unusable.reason)
+        self.assertEqual(actions[-1], Close(abort=True))
+
     def test_421GreetingReason(self) -> None:
         """
         A 421 greeting is reported in Postfix's words for a greeting.

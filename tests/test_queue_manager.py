@@ -458,7 +458,10 @@ class QueueManagerTests(SynchronousTestCase):
     def test_concurrencyLimit(self) -> None:
         """
         At most default_destination_concurrency_limit connections are open
-        to one next hop; the next message waits for one to finish.
+        to one next hop; the next message waits for one to finish, and then
+        goes over that same connection (cached on demand, as Postfix's
+        smtp_connection_cache_on_demand), which is closed when no more mail
+        waits.
         """
         self.network.queue.holdCommits = True
         first = self.commit(OK)
@@ -467,12 +470,150 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertEqual(len(self.network.connections), 1)
         self.network.queue.releaseCommits()
         self.network.settle()
-        self.assertEqual(len(self.network.connections), 2)
         self.network.queue.releaseCommits()
         self.network.settle()
+        self.assertEqual(len(self.network.connections), 1)
         self.assertFalse(os.path.exists(self.path(first)))
         self.assertFalse(os.path.exists(self.path(second)))
         self.assertEqual(self.delivered(), [(OK,), (OK,)])
+        self.assertEqual(self.network.openConnections(), 0)
+
+    # -- connection reuse --------------------------------------------------
+
+    def queueNow(self, *recipients: str) -> str:
+        """
+        Commit a message and hand it to the running manager, as smtpd does.
+        """
+        queueID = self.commit(*recipients)
+        assert self.manager is not None
+        self.manager.queued(queueID, recipients)
+        self.network.settle()
+        return queueID
+
+    def test_cachedForListedDestination(self) -> None:
+        """
+        A connection to a destination in smtp_connection_cache_destinations
+        stays open after its message, carries the next message (the second
+        transaction starts with RSET), and is closed after
+        smtp_connection_cache_time_limit of idleness.
+        """
+        servers: list[HostileServer] = []
+
+        def hostile() -> HostileServer:
+            servers.append(HostileServer())
+            return servers[-1]
+
+        self.network.hostile[MX1] = hostile
+        self.start(smtp_connection_cache_destinations="two.example")
+        self.queueNow("a@two.example")
+        self.assertEqual(self.network.openConnections(), 1)
+        self.advance(1)
+        self.queueNow("b@two.example")
+        self.assertEqual(self.network.connections, [MX1])
+        self.assertSentBy("a@two.example", MX1)
+        self.assertSentBy("b@two.example", MX1)
+        [server] = servers
+        self.assertIn(b"RSET", server.received)
+        self.assertEqual(server.received.count(b"EHLO relay.example.net"), 1)
+        self.advance(1)
+        self.assertEqual(self.network.openConnections(), 1)
+        self.advance(1)
+        self.assertEqual(self.network.openConnections(), 0)
+        self.assertEqual(server.received[-1], b"QUIT")
+
+    def test_reuseTimeLimit(self) -> None:
+        """
+        A connection older than smtp_connection_reuse_time_limit is not
+        reused: the next message gets a new connection.
+        """
+        self.network.hostile[MX1] = HostileServer
+        self.start(
+            smtp_connection_cache_destinations="two.example",
+            smtp_connection_cache_time_limit="100s",
+            smtp_connection_reuse_time_limit="10s",
+        )
+        self.queueNow("a@two.example")
+        self.advance(5)
+        self.queueNow("b@two.example")
+        self.assertEqual(self.network.connections, [MX1])
+        self.advance(6)
+        self.queueNow("c@two.example")
+        self.assertEqual(self.network.connections, [MX1, MX1])
+        self.assertSentBy("c@two.example", MX1)
+
+    def test_reuseCountLimit(self) -> None:
+        """
+        smtp_connection_reuse_count_limit bounds the messages one
+        connection carries.
+        """
+        self.network.hostile[MX1] = HostileServer
+        self.start(smtp_connection_cache_destinations="two.example", smtp_connection_reuse_count_limit="2")
+        for recipient in ("a@two.example", "b@two.example", "c@two.example"):
+            self.queueNow(recipient)
+        self.assertEqual(self.network.connections, [MX1, MX1])
+
+    def test_notReusedAfterUnexpectedInput(self) -> None:
+        """
+        A server that sends more than the reply to the end of data has
+        broken the conversation: its connection is closed, not reused.
+        """
+        self.network.hostile[MX1] = lambda: HostileServer(END=b"250 2.0.0 Ok\r\n250 2.0.0 extra\r\n")
+        self.start(smtp_connection_cache_destinations="two.example")
+        self.queueNow("a@two.example")
+        self.assertEqual(self.network.openConnections(), 0)
+        self.queueNow("b@two.example")
+        self.assertEqual(self.network.connections, [MX1, MX1])
+        self.assertSentBy("a@two.example", MX1)
+        self.assertSentBy("b@two.example", MX1)
+
+    def test_notReusedAfterProtocolError(self) -> None:
+        """
+        A connection whose session ended in a protocol error (a malformed
+        reply) is never cached.
+        """
+        self.network.hostile[MX1] = lambda: HostileServer(RCPT=b"2x0 what\r\n")
+        self.start(smtp_connection_cache_destinations="two.example", smtp_mx_address_limit="1")
+        self.queueNow("a@two.example")
+        self.assertEqual(self.network.openConnections(), 0)
+        self.assertEqual(self.network.connections, [MX1])
+
+    def test_failedRsetGoesToNewConnection(self) -> None:
+        """
+        A cached connection whose RSET fails hands the message back
+        untried: it is delivered over a new connection, logged once.
+        """
+        self.network.hostile[MX1] = lambda: HostileServer(RSET=b"421 4.3.2 closing\r\n")
+        self.start(smtp_connection_cache_destinations="two.example")
+        self.queueNow("a@two.example")
+        self.queueNow("b@two.example")
+        self.assertEqual(self.network.connections, [MX1, MX1])
+        self.assertSentBy("b@two.example", MX1)
+
+    def test_notSharedAcrossNexthops(self) -> None:
+        """
+        A connection is reused only for the next-hop domain (and so the TLS
+        policy, chosen per next-hop domain) it was made for, even when two
+        domains share a server.
+        """
+        self.network.serverSettings["smtpd_relay_restrictions"] = "permit"
+        self.start(smtp_connection_cache_destinations="mx.example.org, other.example")
+        self.queueNow(OK)
+        self.queueNow("x@other.example")
+        self.assertEqual(self.network.connections, ["192.0.2.1", "192.0.2.1"])
+        self.queueNow(OK)
+        self.assertEqual(self.network.connections, ["192.0.2.1", "192.0.2.1"])
+
+    def test_stopClosesCached(self) -> None:
+        """
+        Stopping the manager closes the cached connections.
+        """
+        self.network.hostile[MX1] = HostileServer
+        manager = self.start(smtp_connection_cache_destinations="two.example")
+        self.queueNow("a@two.example")
+        self.assertEqual(self.network.openConnections(), 1)
+        manager.stopService()
+        self.network.settle()
+        self.assertEqual(self.network.openConnections(), 0)
 
     def test_flush(self) -> None:
         """

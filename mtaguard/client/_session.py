@@ -553,6 +553,14 @@ class ClientSession:
             event = self._parser.nextReply()
             assert isinstance(event, MalformedReply)
             actions += self._malformed(event)
+        elif self._phase == _READY and not self._expected and self._parser.buffered():
+            # Input nobody asked for, between messages: on a reused
+            # connection it would be taken as the reply to our next RSET
+            # (a desynchronised or injected conversation).  Never reuse it.
+            count = self._parser.discardBuffered()
+            self._phase = _CLOSED
+            actions += self._unusable(f"host {self._hop} sent {count} bytes of unexpected input while idle")
+            actions.append(Close(abort=True))
         return self._arm(actions)
 
     def tlsEstablished(self) -> list[Action]:

@@ -60,7 +60,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError, TimeoutError as ConnectTimeoutError
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint, ITransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint, ITransport
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -145,6 +145,27 @@ class _Attempt:
         self.failures: list[FailedRecipient] = []
 
 
+class _Connection:
+    """
+    One connection to a next hop, as the connection cache sees it.
+
+    @ivar key: what a message must share to go over it: the route, the
+        next-hop domain and the TLS policy it was made under.
+    @ivar made: when it was connected (for
+        C{smtp_connection_reuse_time_limit}).
+    @ivar uses: how many messages it carried.
+    @ivar expiry: the idle timer while it is cached.
+    """
+
+    def __init__(self, key: tuple[Any, ...], protocol: Any, relay: str, made: float) -> None:
+        self.key = key
+        self.protocol = protocol
+        self.relay = relay
+        self.made = made
+        self.uses = 0
+        self.expiry: Optional[IDelayedCall] = None
+
+
 class QueueManager(Service):
     """
     Deliver the non-local recipients of the messages in C{active/}.
@@ -216,6 +237,8 @@ class QueueManager(Service):
         self._backoff: dict[str, tuple[float, float]] = {}
         self._bounceQueued = bounceQueued if bounceQueued is not None else self.queued
         self._loop: Optional[LoopingCall] = None
+        #: Idle connections kept for reuse, by L{_Connection.key}.
+        self._cache: dict[tuple[Any, ...], list[_Connection]] = {}
         #: Files requeued while an attempt was in progress: attempted again
         #: as soon as it ends, so that the requeue sees the routing of now.
         self._again: set[str] = set()
@@ -240,6 +263,10 @@ class QueueManager(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        for connections in list(self._cache.values()):
+            for connection in list(connections):
+                self._uncache(connection)
+                _hangUp(connection.protocol)
         return Service.stopService(self)
 
     # -- scheduling --------------------------------------------------------
@@ -574,7 +601,12 @@ class QueueManager(Service):
             semaphore = self._semaphores.get(route)
             if semaphore is None:
                 semaphore = self._semaphores[route] = DeferredSemaphore(max(self._limit, 1) if self._limit > 0 else 1 << 30)
-            return semaphore.run(self._deliverTo, attempt, nexthops[0], destinations, recipients)
+            tls = self._tlsPolicyFor(nexthops[0].host)
+            # A connection is reused only for the same route, next-hop
+            # domain and TLS policy it was made under: never across a
+            # change of TLS requirements.
+            key = (route, nexthops[0].host, tls.level, id(tls))
+            return semaphore.run(self._deliverTo, attempt, nexthops[0], destinations, recipients, key)
 
         def unresolved(failure: Failure) -> Deferred[None]:
             failure.trap(ResolutionError)
@@ -584,7 +616,14 @@ class QueueManager(Service):
 
         return resolving.addCallbacks(resolved, unresolved)
 
-    def _deliverTo(self, attempt: _Attempt, nexthop: Any, destinations: list[Any], recipients: list[str]) -> Deferred[None]:
+    def _deliverTo(
+        self,
+        attempt: _Attempt,
+        nexthop: Any,
+        destinations: list[Any],
+        recipients: list[str],
+        key: tuple[Any, ...],
+    ) -> Deferred[None]:
         """
         Try the destinations in order until every recipient has a final
         outcome, as Postfix's smtp(8): a refused connection, and any soft
@@ -595,11 +634,21 @@ class QueueManager(Service):
         reply is final for its recipients wherever it comes from.  The
         budget (L{AttemptBudget}: C{smtp_mx_address_limit},
         C{smtp_mx_session_limit}) decides which server is the last.
+
+        An idle cached connection with the same C{key} is used first; what
+        it cannot deliver (its RSET failed, a soft failure) goes on to the
+        destinations as usual.
         """
         from ..client import AttemptBudget
 
         budget = AttemptBudget(destinations, self._policy)
         lastError = ["4.4.1", "no destination to try"]
+
+        def sent(kept: list[tuple[str, str, str]]) -> Optional[Deferred[None]]:
+            if not kept:
+                return None
+            lastError[:] = [kept[-1][1], kept[-1][2]]
+            return tryNext([recipient for recipient, dsn, reason in kept])
 
         def tryNext(remaining: list[str]) -> Deferred[None]:
             destination = budget.nextDestination()
@@ -618,6 +667,8 @@ class QueueManager(Service):
             connecting = connectNextHop(endpoint, protocol, view=self._view, clock=self._clock)
 
             def connected(protocol: Any) -> Deferred[None]:
+                connection = _Connection(key, protocol, relay, self._clock.seconds())
+
                 def isFinal() -> bool:
                     # Asked once the session is over: only then is it known
                     # whether it counts against smtp_mx_session_limit.
@@ -625,15 +676,7 @@ class QueueManager(Service):
                         budget.sessionEstablished()
                     return not budget.hasMore()
 
-                sending = self._sendOver(attempt, protocol, relay, remaining, self._clock.seconds(), isFinal)
-
-                def sent(kept: list[tuple[str, str, str]]) -> Optional[Deferred[None]]:
-                    if not kept:
-                        return None
-                    lastError[:] = [kept[-1][1], kept[-1][2]]
-                    return tryNext([recipient for recipient, dsn, reason in kept])
-
-                return sending.addCallback(sent)
+                return self._sendOver(attempt, connection, remaining, isFinal, reused=False).addCallback(sent)
 
             def notConnected(failure: Failure) -> Deferred[None]:
                 lastError[:] = ["4.4.1", f"connect to {relay}: {_connectError(failure)}"]
@@ -641,7 +684,101 @@ class QueueManager(Service):
 
             return connecting.addCallbacks(connected, notConnected)
 
+        cached = self._takeCached(key)
+        if cached is not None:
+            return self._sendOver(
+                attempt, cached, list(recipients), lambda: not budget.hasMore(), reused=True
+            ).addCallback(sent)
         return tryNext(list(recipients))
+
+    # -- the connection cache ----------------------------------------------
+
+    def _takeCached(self, key: tuple[Any, ...]) -> Optional[_Connection]:
+        """
+        An idle cached connection for C{key} that may carry another
+        message now, taken out of the cache.
+        """
+        connections = self._cache.get(key, [])
+        while connections:
+            connection = connections.pop()
+            if connection.expiry is not None and connection.expiry.active():
+                connection.expiry.cancel()
+            connection.expiry = None
+            if connection.protocol.ready and self._reusable(connection):
+                return connection
+            _hangUp(connection.protocol)
+        self._cache.pop(key, None)
+        return None
+
+    def _reusable(self, connection: _Connection) -> bool:
+        """
+        Whether the connection may carry another message, by Postfix's
+        limits: C{smtp_connection_reuse_time_limit} since it was made, and
+        C{smtp_connection_reuse_count_limit} messages.
+        """
+        if self._clock.seconds() - connection.made >= self._view[params.smtp_connection_reuse_time_limit]:
+            return False
+        countLimit = self._view[params.smtp_connection_reuse_count_limit]
+        return countLimit <= 0 or connection.uses < countLimit
+
+    def _wanted(self, connection: _Connection) -> bool:
+        """
+        Whether to cache the connection: its destination is listed in
+        C{smtp_connection_cache_destinations}, or (with
+        C{smtp_connection_cache_on_demand}) another delivery to the same
+        next hop is waiting for a connection, Postfix's backlog.
+        """
+        route, host = connection.key[0], connection.key[1]
+        listed = self._view[params.smtp_connection_cache_destinations]
+        if listed:
+            names = {host.lower(), f"[{host.lower()}]"}
+            names.update(f"[{nexthop.host.lower()}]:{nexthop.port}" for nexthop in route)
+            if any(name.lower() in names for name in listed):
+                return True
+        if not self._view[params.smtp_connection_cache_on_demand]:
+            return False
+        semaphore = self._semaphores.get(route)
+        return semaphore is not None and bool(semaphore.waiting)
+
+    def _release(self, connection: _Connection) -> Deferred[None]:
+        """
+        A message is done with the connection: cache it for the next one
+        (idle for at most C{smtp_connection_cache_time_limit}), or QUIT.
+        A connection the session gave up on (a protocol error, a lost or
+        timed-out conversation, unexpected input) is never cached.
+        """
+        protocol = connection.protocol
+        if protocol.ready and self._reusable(connection) and self._wanted(connection):
+            self._cache.setdefault(connection.key, []).append(connection)
+            connection.expiry = self._clock.callLater(
+                self._view[params.smtp_connection_cache_time_limit], self._expire, connection
+            )
+            protocol.whenClosed().addCallback(lambda ignored: self._uncache(connection))
+            return succeed(None)
+        closing: Deferred[None] = protocol.quit() if protocol.usable else succeed(None)
+        return closing.addErrback(lambda failure: None)
+
+    def _expire(self, connection: _Connection) -> None:
+        connection.expiry = None
+        if self._uncache(connection):
+            _hangUp(connection.protocol)
+
+    def _uncache(self, connection: _Connection) -> bool:
+        """
+        Take a connection out of the cache (it closed, or expired).
+
+        @return: whether it was there.
+        """
+        connections = self._cache.get(connection.key, [])
+        if connection not in connections:
+            return False
+        connections.remove(connection)
+        if not connections:
+            del self._cache[connection.key]
+        if connection.expiry is not None and connection.expiry.active():
+            connection.expiry.cancel()
+        connection.expiry = None
+        return True
 
     def _protocolFor(self, nexthop: Any, destination: Any) -> Any:
         from ..client import ClientSession, SessionSettings, SMTPClientProtocol
@@ -696,29 +833,36 @@ class QueueManager(Service):
     def _sendOver(
         self,
         attempt: _Attempt,
-        protocol: Any,
-        relay: str,
+        connection: _Connection,
         recipients: list[str],
-        connected: float,
         isFinal: Callable[[], bool],
+        *,
+        reused: bool,
     ) -> Deferred[list[tuple[str, str, str]]]:
         """
         Send the message over one connection and record the outcomes,
-        except the soft failures that another server may do better with.
+        except the soft failures that another server may do better with;
+        then cache or close the connection.
 
         @param isFinal: called once the session is over: whether this was
             the last server to try.
+        @param reused: the connection came from the cache: a message it
+            hands back untried (its RSET failed) goes to a new connection.
         @return: fires with the recipients kept for the next server, with
             their DSN code and reason: (recipient, dsn, reason).
         """
         from ..client import OutboundMessage
 
+        protocol = connection.protocol
+        relay = connection.relay
+        # For a reused connection the setup time (delays "c") is nil.
+        started = self._clock.seconds()
         try:
             source = open(attempt.path, "rb")
         except OSError as problem:
             _hangUp(protocol)
             return self._record(
-                attempt, recipients, relay, connected, "deferred", "4.3.0", f"cannot read queue file: {problem}"
+                attempt, recipients, relay, started, "deferred", "4.3.0", f"cannot read queue file: {problem}"
             ).addCallback(lambda ignored: [])
         message = OutboundMessage.fromQueueFile(attempt.queued.header, source, tuple(recipients))
         try:
@@ -729,15 +873,16 @@ class QueueManager(Service):
             source.close()
             _hangUp(protocol)
             reason = f"lost connection with {relay} before delivery"
-            if not isFinal():
+            if reused or not isFinal():
                 return succeed([(recipient, "4.4.2", reason) for recipient in recipients])
-            return self._record(attempt, recipients, relay, connected, "deferred", "4.4.2", reason).addCallback(
+            return self._record(attempt, recipients, relay, started, "deferred", "4.4.2", reason).addCallback(
                 lambda ignored: []
             )
+        connection.uses += 1
 
         def delivered(result: Any) -> Deferred[list[tuple[str, str, str]]]:
             source.close()
-            final = isFinal()
+            final = isFinal() and not (reused and result.untried)
             work = []
             reported = set()
             kept: list[tuple[str, str, str]] = []
@@ -750,23 +895,21 @@ class QueueManager(Service):
                     kept.append((outcome.recipient, outcome.dsn, outcome.reason))
                     continue
                 work.append(
-                    self._record(attempt, [outcome.recipient], relay, connected, outcome.status, outcome.dsn, outcome.reason)
+                    self._record(attempt, [outcome.recipient], relay, started, outcome.status, outcome.dsn, outcome.reason)
                 )
             missing = [r for r in recipients if r not in reported]
             if missing:
                 reason = f"delivery to {relay} was not attempted"
                 if final:
-                    work.append(self._record(attempt, missing, relay, connected, "deferred", "4.4.2", reason))
+                    work.append(self._record(attempt, missing, relay, started, "deferred", "4.4.2", reason))
                 else:
                     kept += [(recipient, "4.4.2", reason) for recipient in missing]
             recorded = gatherResults(work, consumeErrors=True)
 
-            def quit(result: object) -> Deferred[object]:
-                closing = protocol.quit() if protocol.usable else succeed(None)
-                closing.addErrback(lambda failure: None)
-                return closing.addCallback(lambda ignored: result)
+            def release(result: object) -> Deferred[object]:
+                return self._release(connection).addCallback(lambda ignored: result)
 
-            return recorded.addBoth(quit).addCallback(lambda ignored: kept)
+            return recorded.addBoth(release).addCallback(lambda ignored: kept)
 
         def failed(failure: Failure) -> Failure:
             source.close()
