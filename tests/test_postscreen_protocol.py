@@ -385,3 +385,124 @@ class ThirdPartyCheckTests(SynchronousTestCase):
         ps.clock.advance(6)
         self.assertEqual(c.take(), b"220 mx.example.org ESMTP Postfix\r\n")
         self.assertNotIn("PASS NEW [203.0.113.5]:41234", ps.logged)
+
+
+class DummyEngineTests(SynchronousTestCase):
+    """
+    Clients that may not go to smtpd now meet the dummy SMTP engine on the
+    same connection.
+    """
+
+    def test_pregreetEnforce(self) -> None:
+        """
+        A bot that talks first under C{postscreen_greet_action = enforce}
+        gets no final 220, 550 for every RCPT and is hung up on at DATA,
+        with Postfix's log lines.
+        """
+        ps = Postscreen(self, postscreen_greet_action="enforce")
+        c = ps.connect()
+        c.take()
+        ps.clock.advance(0.4)
+        c.send(b"EHLO bot.example\r\n")
+        ps.clock.advance(5.6)
+        self.assertTrue(c.take().startswith(b"250-mx.example.org\r\n"))
+        c.send(b"MAIL FROM:<spam@bot.example>\r\n")
+        self.assertEqual(c.take(), b"250 2.1.0 Ok\r\n")
+        c.send(b"RCPT TO:<user@mx.example.org>\r\n")
+        self.assertEqual(c.take(), b"550 5.5.1 Protocol error\r\n")
+        c.send(b"DATA\r\n")
+        self.assertEqual(c.take(), b"554 5.5.1 Error: no valid recipients\r\n")
+        self.assertTrue(c.closed)
+        c.lose()
+        self.assertEqual(
+            ps.logged,
+            [
+                "CONNECT from [203.0.113.5]:41234 to [192.0.2.2]:25",
+                "PREGREET 18 after 0.4 from [203.0.113.5]:41234: EHLO bot.example\\r\\n",
+                "NOQUEUE: reject: RCPT from [203.0.113.5]:41234: 550 5.5.1 Protocol error;"
+                " from=<spam@bot.example>, to=<user@mx.example.org>, proto=ESMTP, helo=<bot.example>",
+                "DATA without valid RCPT from [203.0.113.5]:41234",
+                "DISCONNECT [203.0.113.5]:41234",
+            ],
+        )
+        self.assertEqual(ps.factory.screening, 0)
+        self.assertEqual(ps.smtpd.sessions, 0)
+
+    def test_deepTestsThenPassOld(self) -> None:
+        """
+        With the deep tests on, a well-behaved new client talks to the
+        engine, gets 450 for its RCPT, is logged C{PASS NEW} when it leaves;
+        its next connection goes straight to smtpd as C{PASS OLD}.
+        """
+        cache = MemoryVerdictCache()
+        ps = Postscreen(
+            self,
+            cache=cache,
+            postscreen_pipelining_enable="yes",
+            postscreen_non_smtp_command_enable="yes",
+            postscreen_bare_newline_enable="yes",
+        )
+        c = ps.connect()
+        self.assertEqual(c.take(), b"220-mx.example.org ESMTP Postfix\r\n")
+        ps.clock.advance(6)
+        self.assertEqual(c.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        self.assertIsNone(c.protocol.handedOff)
+        c.send(b"EHLO good.example\r\n")
+        self.assertNotIn(b"PIPELINING", c.take())
+        c.send(b"MAIL FROM:<a@good.example>\r\n")
+        c.take()
+        c.send(b"RCPT TO:<user@mx.example.org>\r\n")
+        self.assertEqual(c.take(), b"450 4.3.2 Service currently unavailable\r\n")
+        c.send(b"QUIT\r\n")
+        self.assertEqual(c.take(), b"221 2.0.0 Bye\r\n")
+        c.lose()
+        self.assertIn("PASS NEW [203.0.113.5]:41234", ps.logged)
+        self.assertEqual(ps.logged[-1], "DISCONNECT [203.0.113.5]:41234")
+        self.assertGreater(cache.entries["203.0.113.5"].pipelining, T0)
+        again = ps.connect(port=41235)
+        self.assertEqual(again.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        self.assertIsInstance(again.protocol.handedOff, SMTPServerProtocol)
+        self.assertIn("PASS OLD [203.0.113.5]:41235", ps.logged)
+
+    def test_nonSmtpCommandDrop(self) -> None:
+        """
+        An HTTP request to a screened port (deep non-SMTP test on, action
+        drop) gets Postfix's goodbye.
+        """
+        ps = Postscreen(self, postscreen_non_smtp_command_enable="yes", postscreen_greet_banner="")
+        c = ps.connect()
+        self.assertEqual(c.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        c.send(b"GET / HTTP/1.1\r\n")
+        self.assertEqual(c.take(), b"521 5.7.0 Error: I can break rules, too. Goodbye.\r\n")
+        self.assertTrue(c.closed)
+        self.assertIn("NON-SMTP COMMAND from [203.0.113.5]:41234 after CONNECT: GET / HTTP/1.1", ps.logged)
+
+    def test_commandTimeLimit(self) -> None:
+        """
+        A client in the engine that does not complete a command within
+        C{postscreen_command_time_limit} is disconnected with Postfix's
+        reply; trickled bytes do not extend the limit.
+        """
+        ps = Postscreen(self, postscreen_pipelining_enable="yes", postscreen_greet_banner="")
+        c = ps.connect()
+        c.take()
+        for _ in range(29):
+            ps.clock.advance(10)
+            c.send(b"N")
+        ps.clock.advance(10)
+        self.assertEqual(c.take(), b"421 4.4.2 mx.example.org Error: timeout exceeded\r\n")
+        self.assertTrue(c.closed)
+        self.assertIn("COMMAND TIME LIMIT from [203.0.113.5]:41234 after CONNECT", ps.logged)
+
+    def test_hangupInEngine(self) -> None:
+        """
+        A client leaving the engine is logged as a hang-up after the SMTP
+        handshake, then C{DISCONNECT}; no timer remains.
+        """
+        ps = Postscreen(self, postscreen_pipelining_enable="yes", postscreen_greet_banner="")
+        c = ps.connect()
+        ps.clock.advance(2.5)
+        c.lose()
+        self.assertIn("HANGUP after 2.5 from [203.0.113.5]:41234 in tests after SMTP handshake", ps.logged)
+        self.assertEqual(ps.logged[-1], "DISCONNECT [203.0.113.5]:41234")
+        self.assertEqual(ps.clock.getDelayedCalls(), [])
