@@ -156,8 +156,11 @@ class HostileServer(Protocol):
         "QUIT": b"221 2.0.0 Bye\r\n",
     }
 
-    def __init__(self, greeting: bytes = b"220 mx1.two.example ESMTP\r\n", **replies: Any) -> None:
+    def __init__(
+        self, greeting: bytes = b"220 mx1.two.example ESMTP\r\n", dropAfter: tuple[str, ...] = (), **replies: Any
+    ) -> None:
         self.greeting = greeting
+        self.dropAfter = dropAfter
         self.replies = dict(self.DEFAULTS)
         self.replies.update({verb.replace("END", "."): reply for verb, reply in replies.items()})
         self.buffer = b""
@@ -188,11 +191,43 @@ class HostileServer(Protocol):
             if verb == "DATA" and reply.startswith(b"354"):
                 self.inData = True
             self.answer(reply)
+            if verb in self.dropAfter:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
+            if verb == "STARTTLS" and reply.startswith(b"220"):
+                self.transport.startTLS(_FailingHandshake())  # type: ignore[union-attr]
 
     def reply(self, verb: str, line: bytes) -> bytes:
         reply = self.replies.get(verb, b"502 5.5.2 Error: command not recognized\r\n")
         result: bytes = reply(line) if callable(reply) else reply
         return result
+
+
+class _FailingHandshake:
+    """
+    A TLS context for L{twisted.test.iosim}'s pretend handshake that never
+    agrees with its peer.
+    """
+
+    def iosimVerify(self, other: object) -> bool:
+        return False
+
+
+class _MayPolicy:
+    """
+    A client TLS policy at level C{may} whose handshakes never get far
+    (the hostile server hangs up after its 220 to STARTTLS).
+    """
+
+    level = "may"
+    context = object()
+    warnings: list[str] = []
+
+    def creatorFor(self, hostname: str) -> object:
+        return _FailingHandshake()
+
+    def verdict(self, transport: Any, hop: str) -> Any:
+        raise AssertionError("no handshake completes here")
 
 
 class QueueManagerTests(SynchronousTestCase):
@@ -207,6 +242,8 @@ class QueueManagerTests(SynchronousTestCase):
         self.events: list[dict[str, Any]] = []
         self.fsyncs: list[int] = []
         self.manager: Optional[QueueManager] = None
+        #: Replaces the TLS policy of every next hop when set.
+        self.tlsPolicy: Any = None
 
     def tearDown(self) -> None:
         if self.manager is not None and self.manager.running:
@@ -229,6 +266,7 @@ class QueueManagerTests(SynchronousTestCase):
             log=Logger(observer=self.events.append),
             connector=self.network.endpoint,
             fsync=fsync,
+            tlsPolicyFor=None if self.tlsPolicy is None else (lambda domain: self.tlsPolicy),
         )
         return manager
 
@@ -602,6 +640,34 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertEqual(self.network.connections, ["192.0.2.1", "192.0.2.1"])
         self.queueNow(OK)
         self.assertEqual(self.network.connections, ["192.0.2.1", "192.0.2.1"])
+
+    def test_plaintextRetryAfterTLSFailure(self) -> None:
+        """
+        At level C{may}, a TLS handshake that fails sends the message to the
+        same server again at once, in clear, as Postfix does; that
+        plaintext connection is never cached for mail that expects TLS to
+        be tried.
+        """
+        self.tlsPolicy = _MayPolicy()
+        servers: list[HostileServer] = []
+
+        def hostile() -> HostileServer:
+            servers.append(
+                HostileServer(
+                    EHLO=b"250-mx1.two.example\r\n250 STARTTLS\r\n",
+                    STARTTLS=b"220 2.0.0 Ready to start TLS\r\n",
+                )
+            )
+            return servers[-1]
+
+        self.network.hostile[MX1] = hostile
+        self.start(smtp_connection_cache_destinations="two.example")
+        self.queueNow("a@two.example")
+        self.assertEqual(self.network.connections, [MX1, MX1])
+        self.assertSentBy("a@two.example", MX1)
+        self.assertIn(b"STARTTLS", servers[0].received)
+        self.assertNotIn(b"STARTTLS", servers[1].received)
+        self.assertEqual(self.network.openConnections(), 0)
 
     def test_stopClosesCached(self) -> None:
         """

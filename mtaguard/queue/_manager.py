@@ -30,8 +30,18 @@ marker is durable before anything else happens, a restart delivers again at
 most the recipients whose outcome had not yet been written (the crash
 window), and never one that was marked done.
 
-At most C{default_destination_concurrency_limit} connections are open to
-one next hop, each carrying one message at a time.
+At most C{default_destination_concurrency_limit} deliveries run at once to
+one next hop, each carrying one message at a time.  A connection whose
+message is done is kept for the next message to the same next hop when one
+waits for a connection (Postfix's C{smtp_connection_cache_on_demand}) or
+its destination is in C{smtp_connection_cache_destinations}: idle for at
+most C{smtp_connection_cache_time_limit}, reused within
+C{smtp_connection_reuse_time_limit} and C{smtp_connection_reuse_count_limit},
+each new message starting with RSET.  It is reused only for the same route,
+next-hop domain and TLS policy, and never after the session gave it up (a
+protocol error, a timeout, input nobody asked for).  At TLS level C{may} a
+failed handshake is retried at once in clear on the same server, over a
+connection that is never cached.
 
 Recipients that bounce get one RFC 3464 non-delivery notification per
 attempt, queued with the null sender before the original's file can be
@@ -154,14 +164,18 @@ class _Connection:
     @ivar made: when it was connected (for
         C{smtp_connection_reuse_time_limit}).
     @ivar uses: how many messages it carried.
+    @ivar cacheable: C{False} for a plaintext retry after a failed TLS
+        handshake at level C{may}: made under a weaker policy than the
+        key's, it carries only the message it was made for.
     @ivar expiry: the idle timer while it is cached.
     """
 
-    def __init__(self, key: tuple[Any, ...], protocol: Any, relay: str, made: float) -> None:
+    def __init__(self, key: tuple[Any, ...], protocol: Any, relay: str, made: float, *, cacheable: bool = True) -> None:
         self.key = key
         self.protocol = protocol
         self.relay = relay
         self.made = made
+        self.cacheable = cacheable
         self.uses = 0
         self.expiry: Optional[IDelayedCall] = None
 
@@ -644,7 +658,7 @@ class QueueManager(Service):
         budget = AttemptBudget(destinations, self._policy)
         lastError = ["4.4.1", "no destination to try"]
 
-        def sent(kept: list[tuple[str, str, str]]) -> Optional[Deferred[None]]:
+        def sent(kept: Optional[list[tuple[str, str, str]]]) -> Optional[Deferred[None]]:
             if not kept:
                 return None
             lastError[:] = [kept[-1][1], kept[-1][2]]
@@ -655,9 +669,12 @@ class QueueManager(Service):
             if destination is None:
                 # As Postfix: relay=none when no server could be reached.
                 return self._record(attempt, remaining, "none", None, "deferred", lastError[0], lastError[1])
+            return tryDestination(destination, remaining, plaintext=False)
+
+        def tryDestination(destination: Any, remaining: list[str], *, plaintext: bool) -> Deferred[None]:
             relay = f"{destination.hostname}[{destination.address}]:{destination.port}"
             try:
-                protocol = self._protocolFor(nexthop, destination)
+                protocol = self._protocolFor(nexthop, destination, plaintext=plaintext)
                 endpoint = self._connector(destination)
             except Exception as problem:
                 lastError[:] = ["4.3.5", f"cannot connect to {relay}: {problem}"]
@@ -667,7 +684,7 @@ class QueueManager(Service):
             connecting = connectNextHop(endpoint, protocol, view=self._view, clock=self._clock)
 
             def connected(protocol: Any) -> Deferred[None]:
-                connection = _Connection(key, protocol, relay, self._clock.seconds())
+                connection = _Connection(key, protocol, relay, self._clock.seconds(), cacheable=not plaintext)
 
                 def isFinal() -> bool:
                     # Asked once the session is over: only then is it known
@@ -676,7 +693,19 @@ class QueueManager(Service):
                         budget.sessionEstablished()
                     return not budget.hasMore()
 
-                return self._sendOver(attempt, connection, remaining, isFinal, reused=False).addCallback(sent)
+                def retryPlaintext() -> Deferred[None]:
+                    # Opportunistic TLS failed in the handshake: as Postfix,
+                    # the same server again, in clear, at once.
+                    self._log.info(
+                        "{queueID}: TLS handshake with {relay} failed at level may; retrying in plaintext",
+                        queueID=attempt.queueID,
+                        relay=relay,
+                    )
+                    return tryDestination(destination, remaining, plaintext=True)
+
+                return self._sendOver(
+                    attempt, connection, remaining, isFinal, reused=False, retryPlaintext=None if plaintext else retryPlaintext
+                ).addCallback(sent)
 
             def notConnected(failure: Failure) -> Deferred[None]:
                 lastError[:] = ["4.4.1", f"connect to {relay}: {_connectError(failure)}"]
@@ -748,7 +777,7 @@ class QueueManager(Service):
         timed-out conversation, unexpected input) is never cached.
         """
         protocol = connection.protocol
-        if protocol.ready and self._reusable(connection) and self._wanted(connection):
+        if connection.cacheable and protocol.ready and self._reusable(connection) and self._wanted(connection):
             self._cache.setdefault(connection.key, []).append(connection)
             connection.expiry = self._clock.callLater(
                 self._view[params.smtp_connection_cache_time_limit], self._expire, connection
@@ -780,12 +809,16 @@ class QueueManager(Service):
         connection.expiry = None
         return True
 
-    def _protocolFor(self, nexthop: Any, destination: Any) -> Any:
+    def _protocolFor(self, nexthop: Any, destination: Any, *, plaintext: bool = False) -> Any:
+        """
+        A client protocol for one destination under the next hop's TLS
+        policy, or without TLS for a C{plaintext} retry.
+        """
         from ..client import ClientSession, SessionSettings, SMTPClientProtocol
 
         tls = self._tlsPolicyFor(nexthop.host)
         hop = f"{destination.hostname}[{destination.address}]"
-        creator = tls.creatorFor(destination.hostname) if tls.context is not None else None
+        creator = tls.creatorFor(destination.hostname) if tls.context is not None and not plaintext else None
 
         def verdict(transport: ITransport) -> Optional[str]:
             judged = tls.verdict(transport, f"{hop}:{destination.port}")
@@ -796,7 +829,7 @@ class QueueManager(Service):
             SessionSettings(
                 nextHop=hop,
                 heloName=self._view[params.smtp_helo_name],
-                tlsLevel=tls.level,
+                tlsLevel="none" if plaintext else tls.level,
                 skip5xxGreeting=self._view[params.smtp_skip_5xx_greeting],
             )
         )
@@ -838,7 +871,8 @@ class QueueManager(Service):
         isFinal: Callable[[], bool],
         *,
         reused: bool,
-    ) -> Deferred[list[tuple[str, str, str]]]:
+        retryPlaintext: Optional[Callable[[], Deferred[None]]] = None,
+    ) -> Deferred[Any]:
         """
         Send the message over one connection and record the outcomes,
         except the soft failures that another server may do better with;
@@ -848,8 +882,11 @@ class QueueManager(Service):
             the last server to try.
         @param reused: the connection came from the cache: a message it
             hands back untried (its RSET failed) goes to a new connection.
+        @param retryPlaintext: called instead, when the TLS handshake failed
+            at level C{may}, to retry the same server in clear.
         @return: fires with the recipients kept for the next server, with
-            their DSN code and reason: (recipient, dsn, reason).
+            their DSN code and reason: (recipient, dsn, reason); or with
+            C{None} when C{retryPlaintext} took the message over.
         """
         from ..client import OutboundMessage
 
@@ -880,8 +917,10 @@ class QueueManager(Service):
             )
         connection.uses += 1
 
-        def delivered(result: Any) -> Deferred[list[tuple[str, str, str]]]:
+        def delivered(result: Any) -> Deferred[Any]:
             source.close()
+            if result.untried and result.retryPlaintext and retryPlaintext is not None:
+                return retryPlaintext()
             final = isFinal() and not (reused and result.untried)
             work = []
             reported = set()
@@ -915,7 +954,7 @@ class QueueManager(Service):
             source.close()
             return failure
 
-        done: Deferred[list[tuple[str, str, str]]] = delivering.addCallbacks(delivered, failed)
+        done: Deferred[Any] = delivering.addCallbacks(delivered, failed)
         return done
 
     # -- outcomes ----------------------------------------------------------
