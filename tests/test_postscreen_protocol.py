@@ -506,3 +506,104 @@ class DummyEngineTests(SynchronousTestCase):
         self.assertIn("HANGUP after 2.5 from [203.0.113.5]:41234 in tests after SMTP handshake", ps.logged)
         self.assertEqual(ps.logged[-1], "DISCONNECT [203.0.113.5]:41234")
         self.assertEqual(ps.clock.getDelayedCalls(), [])
+
+
+@implementer(IConfiguredCheck)
+class FakeAfterCheck:
+    """
+    A third-party after-greeting check that fails on a HELO name it was
+    told is bad.
+    """
+
+    def __init__(self, action: str = "enforce", ttl: float = 7200.0) -> None:
+        self.action = action
+        self.ttl = ttl
+        self.seen: list[tuple[bytes, bytes]] = []
+
+    def check(self, client: Any) -> Any:
+        raise AssertionError("an after-greeting check is not run before the greeting")
+
+    def command(self, client: Any, verb: bytes, line: bytes) -> Any:
+        self.seen.append((verb, line))
+        if verb == b"EHLO" and b"bad.example" in line:
+            return CheckFail("bad HELO name", "5.7.1 Go away")
+        if verb == b"NOOP":
+            raise RuntimeError("backend down")
+        return None
+
+
+class AfterGreetingCheckTests(SynchronousTestCase):
+    """
+    A third-party after-greeting check runs on each command of the dummy
+    engine.
+    """
+
+    def service(self, check: FakeAfterCheck, cache: Any = None) -> Postscreen:
+        ps = Postscreen(self, cache=cache, postscreen_greet_banner="")
+        ps.factory.checks = ConfiguredChecks(ps.factory.checks.builtins, {}, {"example": check})
+        ps.factory._settings.clear()
+        return ps
+
+    def test_passCachedThenPassOld(self) -> None:
+        """
+        A client that reaches RCPT without failing passes the check; its
+        pass is cached under the check's name, and the next connection goes
+        to smtpd.
+        """
+        cache = MemoryVerdictCache()
+        check = FakeAfterCheck()
+        ps = self.service(check, cache)
+        c = ps.connect()
+        self.assertEqual(c.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        self.assertIsNone(c.protocol.handedOff)
+        c.send(b"EHLO good.example\r\n")
+        c.send(b"MAIL FROM:<a@good.example>\r\n")
+        c.send(b"RCPT TO:<u@mx.example.org>\r\n")
+        c.send(b"QUIT\r\n")
+        self.assertEqual([verb for verb, line in check.seen], [b"EHLO", b"MAIL", b"RCPT", b"QUIT"])
+        self.assertIn("PASS NEW [203.0.113.5]:41234", ps.logged)
+        self.assertEqual(cache.entries["203.0.113.5"].extraTime("example"), int(T0) + 7200)
+        c.lose()
+        again = ps.connect(port=2)
+        self.assertIsInstance(again.protocol.handedOff, SMTPServerProtocol)
+
+    def test_failEnforce(self) -> None:
+        """
+        A failing check under C{enforce} logs its reason and turns every
+        RCPT reply into its reply; nothing is cached.
+        """
+        cache = MemoryVerdictCache()
+        ps = self.service(FakeAfterCheck(), cache)
+        c = ps.connect()
+        c.take()
+        c.send(b"EHLO bad.example\r\n")
+        c.send(b"MAIL FROM:<a@bad.example>\r\n")
+        c.take()
+        c.send(b"RCPT TO:<u@mx.example.org>\r\n")
+        self.assertEqual(c.take(), b"550 5.7.1 Go away\r\n")
+        self.assertIn("EXAMPLE from [203.0.113.5]:41234: bad HELO name", ps.logged)
+        c.send(b"QUIT\r\n")
+        c.lose()
+        self.assertNotIn("203.0.113.5", cache.entries)
+
+    def test_failDrop(self) -> None:
+        """
+        Under C{drop} the client gets 521 and the connection ends.
+        """
+        ps = self.service(FakeAfterCheck(action="drop"))
+        c = ps.connect()
+        c.take()
+        c.send(b"EHLO bad.example\r\n")
+        self.assertEqual(c.take(), b"521 5.7.1 Go away\r\n")
+        self.assertTrue(c.closed)
+
+    def test_brokenCheck(self) -> None:
+        """
+        A check that raises is logged and decides nothing.
+        """
+        ps = self.service(FakeAfterCheck())
+        c = ps.connect()
+        c.take()
+        c.send(b"NOOP\r\n")
+        self.assertEqual(c.take(), b"250 2.0.0 Ok\r\n")
+        self.assertTrue(any("postscreen check example failed" in line and "backend down" in line for line in ps.logged))

@@ -138,8 +138,8 @@ def formatDelay(seconds: float) -> str:
 @attr.frozen
 class ExtraTest:
     """
-    A third-party before-greeting check (an L{IConfiguredCheck} plugin),
-    as the session sees it.
+    A third-party check (an L{IConfiguredCheck} plugin), as the session
+    sees it.
 
     @ivar name: its name (cache key; upper-cased in log lines).
     @ivar action: C{ignore}, C{enforce} or C{drop}.
@@ -149,6 +149,9 @@ class ExtraTest:
     name: str
     action: str
     ttl: float
+    #: Whether it runs in the dummy SMTP engine (after the greeting)
+    #: rather than during the greeting wait.
+    afterGreeting: bool = False
 
 
 #: How a failed third-party check is logged.
@@ -443,7 +446,8 @@ class EarlySession:
         self._pregreeted = False
         self._vetoed = False
         self._dnsbl: Optional[_DNSBLResult] = None
-        self._extras = {extra.name: extra for extra in settings.extras}
+        self._extras = {extra.name: extra for extra in settings.extras if not extra.afterGreeting}
+        self._deepExtras = tuple(sorted(extra.name for extra in settings.extras if extra.afterGreeting))
         self._extraResults: dict[str, Optional[tuple[bool, str, str, float]]] = {}
 
     # Helpers -------------------------------------------------------------
@@ -464,10 +468,12 @@ class EarlySession:
         self._replies.append(self._settings.reply(ENFORCE_CODE, text))
 
     def _handOffOrEngine(self) -> Action:
-        deep = tuple(test for test in DEEP_TESTS if test in self._todo and test not in self._passed)
+        deep = tuple(
+            test for test in (*DEEP_TESTS, *self._deepExtras) if test in self._todo and test not in self._passed
+        )
         if self._failed:
             # Postfix enables all after-220 tests for a failing client.
-            deep = DEEP_TESTS
+            deep = (*DEEP_TESTS, *self._deepExtras)
         if self._failed or self._vetoed or deep:
             return self._finish(
                 EnterDummyEngine(
@@ -492,7 +498,7 @@ class EarlySession:
             else:
                 times.append(0 if self._settings.enabled(test) else 1)
         extra = []
-        for name in sorted(self._extras):
+        for name in sorted([*self._extras, *self._deepExtras]):
             if name in self._passed:
                 extra.append((name, self._passed[name]))
             elif self._expiry.get(name, 0) > 1:
@@ -549,16 +555,16 @@ class EarlySession:
         enabled = [test for test in TESTS if settings.enabled(test)]
         if not self._failed and cached is not None:
             self._expiry = dict(zip(TESTS, cached.times()))
-            for name in self._extras:
+            for name in (*self._extras, *self._deepExtras):
                 self._expiry[name] = cached.extraTime(name)
-            enabled.extend(self._extras)
+            enabled.extend([*self._extras, *self._deepExtras])
             self._todo = {test for test in enabled if self._expiry[test] <= now}
             if not self._todo and not allowlistVeto:
                 actions.append(self._log(PASS_OLD_LOG_FORMAT))
                 actions.append(self._finish(HandOff(teaserSent=False)))
                 return actions
         else:
-            self._todo = set(enabled) | set(self._extras)
+            self._todo = set(enabled) | set(self._extras) | set(self._deepExtras)
         if allowlistVeto:
             self._vetoed = True
             actions.append(
@@ -725,7 +731,7 @@ class EarlySession:
             # or disabled, passes until at least the DNS TTL, and the deep
             # tests are skipped.
             until = self._passed[DNSBL]
-            for test in (*TESTS, *self._extras):
+            for test in (*TESTS, *self._extras, *self._deepExtras):
                 if test != DNSBL:
                     self._passed[test] = max(self._passed.get(test, self._expiry.get(test, 0)), until)
         final = self._handOffOrEngine()

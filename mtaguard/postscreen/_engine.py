@@ -106,7 +106,7 @@ How this differs from Postfix, and why:
 from __future__ import annotations
 
 import enum
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import attr
 
@@ -119,6 +119,7 @@ from ._early import (
     DNSBL,
     DROP,
     ENFORCE,
+    EXTRA_FAIL_LOG_FORMAT,
     HANGUP_LOG_FORMAT,
     NON_SMTP_COMMAND,
     PASS_NEW_LOG_FORMAT,
@@ -147,6 +148,8 @@ RCPT_REJECT_LOG_FORMAT = (
 DATA_WITHOUT_RCPT_LOG_FORMAT = "DATA without valid RCPT from [{address}]:{port}"
 BDAT_WITHOUT_RCPT_LOG_FORMAT = "BDAT without valid RCPT from [{address}]:{port}"
 #: Postfix's text has no colon between address and port (sic).
+#: A third-party after-greeting check that raised (it decides nothing).
+CHECK_BROKEN_LOG_FORMAT = "warning: postscreen check {test} failed for [{address}]:{port}: {error}"
 EHLO_DISCARD_LOG_FORMAT = "[{address}]{port}: discarding EHLO keywords: {keywords}"
 HANGUP_AFTER_HANDSHAKE = "tests after SMTP handshake"
 
@@ -483,6 +486,8 @@ class DummyEngine:
         clientPort: int,
         start: float,
         discardEhloKeywords: Optional[frozenset[str]] = None,
+        checks: Optional[Mapping[str, Any]] = None,
+        client: Any = None,
     ) -> None:
         """
         @param entry: how the before-220 phase ended.
@@ -492,6 +497,10 @@ class DummyEngine:
         @param discardEhloKeywords: the per-client result of
             C{postscreen_discard_ehlo_keyword_address_maps}, looked up by
             the caller, or L{None} for the static list.
+        @param checks: third-party after-greeting checks
+            (L{IConfiguredCheck} providers) by name; those named in
+            C{entry.deepTests} run on every command line.
+        @param client: the L{ClientInfo} given to those checks.
         """
         self._settings = settings
         self._entry = entry
@@ -510,6 +519,8 @@ class DummyEngine:
         self._tls = False
         self._rcptReply = entry.rcptReply
         self._todo = frozenset(entry.deepTests)
+        self._checks = {name: check for name, check in (checks or {}).items() if name in self._todo}
+        self._client = client
         self._passed: dict[str, int] = {}
         self._failed: set[str] = set()
         self._skipped: set[str] = set()
@@ -577,8 +588,9 @@ class DummyEngine:
             # Third-party before-220 checks, when the cache entry has them:
             # _early lists only configured ones, so each is enabled.
             extra: tuple[tuple[str, int], ...] = getattr(verdicts, "extra", ())
-            earlyTodo.extend(name for name, time in extra if time <= self._connected)
-            earlyPassed = earlyPassed or any(time > self._connected for _, time in extra)
+            earlyExtra = [(name, time) for name, time in extra if name not in self._checks]
+            earlyTodo.extend(name for name, time in earlyExtra if time <= self._connected)
+            earlyPassed = earlyPassed or any(time > self._connected for _, time in earlyExtra)
             if self._passed and not earlyTodo and all(test in self._passed for test in self._todo):
                 actions.append(self._log(PASS_NEW_LOG_FORMAT))
             if self._passed or earlyPassed:
@@ -588,6 +600,7 @@ class DummyEngine:
                     pipelining=passed.get(PIPELINING, verdicts.pipelining),
                     non_smtp_command=passed.get(NON_SMTP_COMMAND, verdicts.non_smtp_command),
                     bare_newline=passed.get(BARE_NEWLINE, verdicts.bare_newline),
+                    extra=tuple(sorted((name, passed.get(name, time)) for name, time in extra)),
                 )
                 actions.append(CacheUpdate(updated))
         if reply is not None:
@@ -822,9 +835,16 @@ class DummyEngine:
                 now, actions, PIPELINING, settings.early.pipeliningAction, f"521 {_PROTOCOL_ERROR_TEXT}"
             )
 
+        for test, check in sorted(self._checks.items()):
+            if self._active(test):
+                self._runCheck(now, actions, test, check, name, line)
+
         if name == b"RCPT":
             # The deep tests pass once the client gets this far; a later
             # violation can still fail them.
+            for test, check in self._checks.items():
+                if test not in self._passed and test not in self._failed:
+                    self._passed[test] = int(now) + int(check.ttl)
             ttls = {
                 PIPELINING: settings.early.pipeliningTTL,
                 NON_SMTP_COMMAND: settings.early.nonSmtpCommandTTL,
@@ -847,6 +867,45 @@ class DummyEngine:
             return
         handler = getattr(self, "_do_" + name.decode("ascii"))
         handler(now, rest, actions)
+
+    def _runCheck(self, now: float, actions: list[Action], test: str, check: Any, verb: bytes, line: bytes) -> None:
+        """
+        Run a third-party after-greeting check on a command line; a check
+        that raises is logged and decides nothing.
+
+        @raise _Ended: when it fails with action C{drop}.
+        """
+        from ._checks import CheckFail
+
+        try:
+            outcome = check.command(self._client, verb, line)
+        except Exception as error:
+            actions.append(
+                self._log(
+                    CHECK_BROKEN_LOG_FORMAT, test=test, error=f"{type(error).__name__}: {error}"
+                )
+            )
+            return
+        if not isinstance(outcome, CheckFail):
+            return
+        actions.append(
+            self._log(
+                EXTRA_FAIL_LOG_FORMAT,
+                test=test.upper(),
+                reason=escapeForLog(outcome.reason, LOG_TEXT_LIMIT),
+            )
+        )
+        self._skipped.add(test)
+        self._passed.pop(test, None)
+        action = str(check.action)
+        if action == DROP:
+            self._failed.add(test)
+            raise self._end(now, actions, f"521 {outcome.reply}")
+        if action == ENFORCE:
+            self._failed.add(test)
+            self._rcptReply = f"550 {outcome.reply}"
+            return
+        self._passed[test] = int(now) + int(self._settings.minTTL)
 
     def _do_HELO(self, now: float, args: bytes, actions: list[Action]) -> None:
         helo, _ = _nextToken(args)

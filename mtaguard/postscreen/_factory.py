@@ -119,8 +119,16 @@ class PostscreenFactory(Factory):
                 nonSmtpCommandEnabled=settings.nonSmtpCommandEnabled and "non_smtp_command" in builtins,
                 bareNewlineEnabled=settings.bareNewlineEnabled and "bare_newline" in builtins,
                 extras=tuple(
-                    ExtraTest(name, str(check.action), float(check.ttl))
-                    for name, check in sorted(self.checks.before.items())
+                    [
+                        *(
+                            ExtraTest(name, str(check.action), float(check.ttl))
+                            for name, check in sorted(self.checks.before.items())
+                        ),
+                        *(
+                            ExtraTest(name, str(check.action), float(check.ttl), afterGreeting=True)
+                            for name, check in sorted(self.checks.after.items())
+                        ),
+                    ]
                 ),
             )
             self._settings[stress] = settings
@@ -136,7 +144,13 @@ class PostscreenFactory(Factory):
             self.view, self.earlySettings(), tlsAvailable=self.tlsCreator is not None
         )
         return DummyEngine(
-            settings, entry, clientAddress=client.address, clientPort=client.port, start=start
+            settings,
+            entry,
+            clientAddress=client.address,
+            clientPort=client.port,
+            start=start,
+            checks=self.checks.after,
+            client=client,
         )
 
     # -- decisions -------------------------------------------------------------

@@ -169,12 +169,6 @@ def buildPostscreen(
     resolver = resolverFor(view, reactor) if view[params.postscreen_dnsbl_sites] else None
     resources = CheckResources(reactor=reactor, resolver=resolver, readFile=_readFile, isMyNetwork=isMyNetwork)
     configured = configureChecks(discoverChecks() if checks is None else checks, view, resources)
-    for name_ in configured.after:
-        log.warn(
-            "warning: postscreen check {check}: after-greeting plug-in checks are not run"
-            " by this version of mtaguard",
-            check=name_,
-        )
     cache = cacheFromParameter(view, reactor=reactor, dataDirectory=dataDirectory)
     replyMap = _replyMap(view)
     factory = PostscreenFactory(
