@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from mtaguard.config import ConfigurationError, ParameterView
 from mtaguard.proxyprotocol import ProxyHeaderFactory
@@ -138,12 +138,11 @@ class ServiceWiringTests(SynchronousTestCase):
         self.assertEqual(events[0]["log_namespace"], "mtaguard.smtpd")
 
 
-class BadValueTests(TestCase):
+class BadValueTests(SynchronousTestCase):
     """
-    A real C{twistd mtaguard} refuses an unknown proxy protocol.
+    A real C{twistd mtaguard} refuses an unknown proxy protocol.  (Nothing
+    here runs on the reactor; the child process has its own deadline.)
     """
-
-    timeout = 60
 
     def test_exitsBeforeBinding(self) -> None:
         """
@@ -188,16 +187,15 @@ listen v2
 """
 
 
-class HAProxyTests(TestCase):
+class HAProxyTests(SynchronousTestCase):
     """
     Debian's haproxy, once with C{send-proxy} (v1) and once with
     C{send-proxy-v2}, in front of C{twistd mtaguard} with
     C{smtpd_upstream_proxy_protocol = haproxy}.  Clients connect from
     other loopback addresses (127.0.0.23, 127.0.0.24) than haproxy's own
-    (127.0.0.1), so the log shows whose address smtpd used.
+    (127.0.0.1), so the log shows whose address smtpd used.  Every wait
+    is a blocking one with its own deadline; nothing runs on the reactor.
     """
-
-    timeout = 120
 
     def setUp(self) -> None:
         haproxy = requireTool(self, "haproxy")
