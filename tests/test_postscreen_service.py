@@ -26,7 +26,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from mtaguard.config import ConfigurationError, loadConfiguration
 from mtaguard.service import makeMasterService
 
-from .realpeers import freePort
+from .realpeers import freePort, makeCertificate
 
 HOSTNAME = "mx.test.example"
 
@@ -261,6 +261,84 @@ class PostscreenServiceTests(ServiceHarness, TestCase):
         clean = yield self.connect(port, "127.0.0.3")
         yield clean.waitFor(b"220 ")
         self.assertTrue(any(line.startswith("PASS NEW [127.0.0.3]:") for line in self.logged))
+
+
+class ProxyAndTLSTests(ServiceHarness, TestCase):
+    """
+    postscreen behind a PROXY-protocol load balancer, and STARTTLS in its
+    dummy SMTP engine.
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.startLogging()
+
+    @inlineCallbacks
+    def test_proxyHeaderGivesRealClient(self) -> Any:
+        """
+        With C{postscreen_upstream_proxy_protocol = haproxy} the tests, the
+        log lines and the handed-off smtpd see the client named in the
+        header, not the proxy.
+        """
+        port = self.startInstance({"postscreen_upstream_proxy_protocol": "haproxy"})
+        client = yield self.connect(port)
+        client.transport.write(b"PROXY TCP4 198.51.100.7 192.0.2.2 4711 25\r\n")
+        yield client.waitFor(b"220 ")
+        self.assertEqual(
+            client.received, f"220-{HOSTNAME} ESMTP Postfix\r\n220 {HOSTNAME} ESMTP Postfix\r\n".encode()
+        )
+        self.assertIn("CONNECT from [198.51.100.7]:4711 to [192.0.2.2]:25", self.logged)
+        self.assertIn("PASS NEW [198.51.100.7]:4711", self.logged)
+        self.assertTrue(any(line.startswith("connect from unknown[198.51.100.7]") for line in self.logged), self.logged)
+
+    @inlineCallbacks
+    def test_proxyHeaderMissing(self) -> Any:
+        """
+        A connection that does not start with a PROXY header gets Postfix's
+        421 and never reaches the tests.
+        """
+        port = self.startInstance({"postscreen_upstream_proxy_protocol": "haproxy"})
+        client = yield self.connect(port)
+        client.transport.write(b"EHLO nope\r\n")
+        yield client.closed
+        self.assertEqual(client.received, b"421 4.3.2 No system resources\r\n")
+        self.assertFalse(any(line.startswith("CONNECT from") for line in self.logged))
+
+    @inlineCallbacks
+    def test_starttlsInEngineDiscardsInjection(self) -> Any:
+        """
+        A client in the dummy engine can start TLS; a command pipelined
+        after STARTTLS in the same packet is discarded, never answered.
+        """
+        certificates = os.path.abspath(self.mktemp())
+        os.makedirs(certificates)
+        chain = makeCertificate(certificates)
+        port = self.startInstance(
+            {
+                "postscreen_greet_banner": "",
+                "postscreen_bare_newline_enable": "yes",
+                "smtpd_tls_security_level": "may",
+                "smtpd_tls_chain_files": chain,
+            }
+        )
+        client = yield self.connect(port)
+        yield client.waitFor(b"220 ")
+        client.transport.write(b"EHLO client.example\r\n")
+        yield client.waitFor(b"250 ")
+        self.assertIn(b"250-STARTTLS\r\n", client.received)
+        client.received = b""
+        client.transport.write(b"STARTTLS\r\nRSET\r\n")
+        yield client.waitFor(b"220 ")
+        self.assertEqual(client.received, b"220 2.0.0 Ready to start TLS\r\n")
+        from twisted.internet.ssl import CertificateOptions
+
+        client.received = b""
+        client.transport.startTLS(CertificateOptions())
+        client.transport.write(b"EHLO client.example\r\n")
+        yield client.waitFor(b"250 ")
+        self.assertNotIn(b"STARTTLS", client.received)
+        self.assertTrue(client.received.startswith(b"250-" + HOSTNAME.encode()), client.received)
 
 
 class SharedMemcacheTests(ServiceHarness, TestCase):
