@@ -550,6 +550,9 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertEqual(self.network.connections, [MX1])
         self.assertSentBy("a@two.example", MX1)
         self.assertSentBy("b@two.example", MX1)
+        # Postfix's mark of a reused connection in the delivery log line.
+        self.assertNotIn("conn_use=", self.deliveryLines("a@two.example")[0])
+        self.assertIn("relay=mx1.two.example[192.0.2.21]:25, conn_use=2, delay=", self.deliveryLines("b@two.example")[0])
         [server] = servers
         self.assertIn(b"RSET", server.received)
         self.assertEqual(server.received.count(b"EHLO relay.example.net"), 1)

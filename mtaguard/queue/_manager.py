@@ -934,13 +934,24 @@ class QueueManager(Service):
                     kept.append((outcome.recipient, outcome.dsn, outcome.reason))
                     continue
                 work.append(
-                    self._record(attempt, [outcome.recipient], relay, started, outcome.status, outcome.dsn, outcome.reason)
+                    self._record(
+                        attempt,
+                        [outcome.recipient],
+                        relay,
+                        started,
+                        outcome.status,
+                        outcome.dsn,
+                        outcome.reason,
+                        connection.uses,
+                    )
                 )
             missing = [r for r in recipients if r not in reported]
             if missing:
                 reason = f"delivery to {relay} was not attempted"
                 if final:
-                    work.append(self._record(attempt, missing, relay, started, "deferred", "4.4.2", reason))
+                    work.append(
+                        self._record(attempt, missing, relay, started, "deferred", "4.4.2", reason, connection.uses)
+                    )
                 else:
                     kept += [(recipient, "4.4.2", reason) for recipient in missing]
             recorded = gatherResults(work, consumeErrors=True)
@@ -968,9 +979,14 @@ class QueueManager(Service):
         status: str,
         dsn: str,
         reason: str,
+        connectionUse: int = 1,
     ) -> Deferred[None]:
         """
         Mark each recipient's outcome durably in the queue file, then log it.
+
+        @param connectionUse: which message this was on its connection;
+            from the second on, the log line says C{conn_use=N} after the
+            relay, as Postfix's does for a reused connection.
         """
         if status == "deferred":
             header = attempt.queued.header
@@ -1004,12 +1020,19 @@ class QueueManager(Service):
                         )
                     )
             for address in recipients:
-                self._logOutcome(attempt, address, relay, connected, dsn, f"{status} ({reason})")
+                self._logOutcome(attempt, address, relay, connected, dsn, f"{status} ({reason})", connectionUse)
 
         return marking.addCallback(marked)
 
     def _logOutcome(
-        self, attempt: _Attempt, recipient: str, relay: str, connected: Optional[float], dsn: str, status: str
+        self,
+        attempt: _Attempt,
+        recipient: str,
+        relay: str,
+        connected: Optional[float],
+        dsn: str,
+        status: str,
+        connectionUse: int = 1,
     ) -> None:
         now = self._clock.seconds()
         arrival = attempt.queued.header.envelope.arrival
@@ -1021,10 +1044,12 @@ class QueueManager(Service):
             setup = max(0.0, connected - attempt.started)
             transmission = max(0.0, now - connected)
         self._log.info(
-            "{queueID}: to=<{recipient}>, relay={relay}, delay={delay}, delays={delays}, dsn={dsn}, status={status}",
+            "{queueID}: to=<{recipient}>, relay={relay}{reuse}, delay={delay}, delays={delays}, dsn={dsn}, status={status}",
             queueID=attempt.queueID,
             recipient=recipient,
             relay=relay,
+            conn_use=connectionUse,
+            reuse=f", conn_use={connectionUse}" if connectionUse > 1 else "",
             delay=formatDelay(max(0.0, now - arrival)),
             delays="/".join(formatDelay(x) for x in (0.0, inQueue, setup, transmission)),
             dsn=dsn,
