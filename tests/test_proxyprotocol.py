@@ -526,6 +526,28 @@ class WrapperTests(SynchronousTestCase):
         [inner] = c.inner.built
         self.assertEqual(inner.addr, IPv6Address("TCP", "2001:db8::7", 1))
 
+    def test_everySplit(self) -> None:
+        """
+        Split anywhere between two reads, a v1 or v2 header followed by
+        client bytes gives the inner protocol the same address, the same
+        events and the same bytes, and leaves no timer behind.
+        """
+        for stream in (V1 + b"EHLO a\r\n", v2TCP6("2001:db8::7", "::1", 9, 25, b"\x04\0\0") + b"Q"):
+            expected = None
+            for split in range(len(stream) + 1):
+                c = Connection()
+                c.protocol.dataReceived(stream[:split])
+                c.protocol.dataReceived(stream[split:])
+                [inner] = c.inner.built
+                made = inner.events[0]
+                received = b"".join(event[1] for event in inner.events[1:])
+                if expected is None:
+                    expected = (inner.addr, made, received)
+                self.assertEqual((inner.addr, made, received), expected, split)
+                self.assertEqual(c.clock.getDelayedCalls(), [])
+            assert expected is not None
+            self.assertEqual(expected[2], stream[-8:] if stream.startswith(b"PROXY") else b"Q")
+
     def test_local(self) -> None:
         """
         A v2 LOCAL header keeps the connection's own addresses.
