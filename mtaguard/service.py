@@ -184,15 +184,23 @@ class SharedServices:
         C{<queue_directory>/mtaguard/private/control}.
 
         @raise ConfigurationError: if that path is too long for a UNIX
-            socket address (so the service does not start without it).
+            socket address (so the service does not start without it), or
+            another service answers on it.
         """
         from .control._protocol import SocketPathTooLong, controlSocketPath
-        from .control._server import ControlService
+        from .control._server import ControlService, serviceAnswers
 
         try:
             path = controlSocketPath(queueDirectory)
         except SocketPathTooLong as error:
             raise ConfigurationError(str(error)) from None
+        if serviceAnswers(path):
+            # Checked before any port is bound: two services delivering
+            # from one queue would send every message twice.
+            raise ConfigurationError(
+                f"another mtaguard service is running on the queue in {queueDirectory}"
+                f" (it answers on {path})"
+            )
         control = ControlService(path, manager, reactor=self.reactor, log=Logger(namespace="mtaguard.control"))
         Service.setName(control, "control")
         return control

@@ -193,6 +193,38 @@ class SocketPathTests(SynchronousTestCase):
         self.assertIn("use a shorter queue_directory", str(error))
 
 
+class AnotherServiceTests(SynchronousTestCase):
+    """
+    A second service on the same queue is refused before it binds a port.
+    """
+
+    def test_refused(self) -> None:
+        """
+        When a service answers on the control socket,
+        L{mtaguard.service.SharedServices.controlService} raises a
+        configuration error naming the queue.
+        """
+        from twisted.application.service import MultiService
+
+        from mtaguard.config import parseConfiguration
+        from mtaguard.service import SharedServices
+
+        queue = os.path.join(shortDirectory(self), "mtaguard")
+        path = controlSocketPath(queue)
+        os.makedirs(os.path.dirname(path))
+        live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(live.close)
+        live.bind(path)
+        live.listen(1)
+        shared = SharedServices(parseConfiguration(self.mktemp(), "", ""), MultiService(), None)
+        error = self.assertRaises(ConfigurationError, shared.controlService, queue, FakeManager())
+        self.assertEqual(
+            str(error), f"another mtaguard service is running on the queue in {queue} (it answers on {path})"
+        )
+        live.close()
+        self.assertIsInstance(shared.controlService(queue, FakeManager()), ControlService)
+
+
 def shortDirectory(testCase: Any) -> str:
     """
     A fresh directory under /tmp, short enough for a socket path.

@@ -155,6 +155,24 @@ def prepareDirectory(directory: str) -> None:
         os.chmod(directory, 0o700)
 
 
+def serviceAnswers(path: str) -> bool:
+    """
+    Whether a service listens on the control socket C{path} now (another
+    mtaguard on the same queue directory).
+    """
+    if not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(2)
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def removeStaleSocket(path: str) -> None:
     """
     Remove a socket left behind by a service that did not stop cleanly.
@@ -235,4 +253,5 @@ __all__ = [
     "IQueueControl",
     "prepareDirectory",
     "removeStaleSocket",
+    "serviceAnswers",
 ]
