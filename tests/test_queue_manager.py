@@ -244,6 +244,8 @@ class QueueManagerTests(SynchronousTestCase):
         self.manager: Optional[QueueManager] = None
         #: Replaces the TLS policy of every next hop when set.
         self.tlsPolicy: Any = None
+        #: Replaces the TLS policy lookup when set.
+        self.tlsPolicyFor: Optional[Callable[[str], Any]] = None
 
     def tearDown(self) -> None:
         if self.manager is not None and self.manager.running:
@@ -266,7 +268,9 @@ class QueueManagerTests(SynchronousTestCase):
             log=Logger(observer=self.events.append),
             connector=self.network.endpoint,
             fsync=fsync,
-            tlsPolicyFor=None if self.tlsPolicy is None else (lambda domain: self.tlsPolicy),
+            tlsPolicyFor=self.tlsPolicyFor
+            if self.tlsPolicyFor is not None
+            else None if self.tlsPolicy is None else (lambda domain: self.tlsPolicy),
         )
         return manager
 
@@ -671,6 +675,26 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertIn(b"STARTTLS", servers[0].received)
         self.assertNotIn(b"STARTTLS", servers[1].received)
         self.assertEqual(self.network.openConnections(), 0)
+
+    def test_unusableTLSPolicy(self) -> None:
+        """
+        A next hop whose TLS policy cannot be built defers its recipients
+        with the reason, like any connection that cannot be made.
+        """
+
+        def broken(domain: str) -> Any:
+            raise ValueError("smtp_tls_CAfile: no such file")
+
+        self.tlsPolicyFor = broken
+        queueID = self.commit(OK)
+        self.start()
+        [line] = self.deliveryLines(OK)
+        self.assertIn(
+            "relay=none, delay=0, delays=0/0/0/0, dsn=4.3.5, status=deferred (cannot connect to"
+            " mx.example.org[192.0.2.1]:25: smtp_tls_CAfile: no such file)",
+            line,
+        )
+        self.assertEqual(self.statuses(queueID), {OK: RecipientStatus.PENDING})
 
     def test_stopClosesCached(self) -> None:
         """

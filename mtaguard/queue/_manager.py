@@ -615,11 +615,16 @@ class QueueManager(Service):
             semaphore = self._semaphores.get(route)
             if semaphore is None:
                 semaphore = self._semaphores[route] = DeferredSemaphore(max(self._limit, 1) if self._limit > 0 else 1 << 30)
-            tls = self._tlsPolicyFor(nexthops[0].host)
             # A connection is reused only for the same route, next-hop
             # domain and TLS policy it was made under: never across a
             # change of TLS requirements.
-            key = (route, nexthops[0].host, tls.level, id(tls))
+            try:
+                tls = self._tlsPolicyFor(nexthops[0].host)
+                key: tuple[Any, ...] = (route, nexthops[0].host, tls.level, id(tls))
+            except Exception:
+                # Reported per destination by _protocolFor, which fails the
+                # same way; nothing is cached under this key.
+                key = (route, nexthops[0].host, None, None)
             return semaphore.run(self._deliverTo, attempt, nexthops[0], destinations, recipients, key)
 
         def unresolved(failure: Failure) -> Deferred[None]:
