@@ -607,3 +607,76 @@ class AfterGreetingCheckTests(SynchronousTestCase):
         c.send(b"NOOP\r\n")
         self.assertEqual(c.take(), b"250 2.0.0 Ok\r\n")
         self.assertTrue(any("postscreen check example failed" in line and "backend down" in line for line in ps.logged))
+
+
+class SlowCache(MemoryVerdictCache):
+    """
+    A cache whose lookups answer when the test says so.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups: list[Deferred[Any]] = []
+
+    def get(self, clientAddress: str) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.lookups.append(d)
+        return d
+
+
+class OverlappingSessionTests(SynchronousTestCase):
+    """
+    Overlapping sessions of one client share what is known of it, as
+    Postfix's per-client state does.
+    """
+
+    def test_oneLookupOnePassNew(self) -> None:
+        """
+        Sessions that arrive while the first one's cache lookup is pending
+        wait for that lookup; of those that then pass, only the first logs
+        C{PASS NEW}.
+        """
+        cache = SlowCache()
+        ps = Postscreen(self, cache=cache)
+        first = ps.connect(port=1)
+        second = ps.connect(port=2)
+        self.assertEqual(len(cache.lookups), 1)
+        self.assertEqual((first.take(), second.take()), (b"", b""))
+        cache.lookups[0].callback(None)
+        self.assertEqual(first.take(), b"220-mx.example.org ESMTP Postfix\r\n")
+        self.assertEqual(second.take(), b"220-mx.example.org ESMTP Postfix\r\n")
+        ps.clock.advance(6)
+        self.assertIn("PASS NEW [203.0.113.5]:1", ps.logged)
+        self.assertIn("PASS OLD [203.0.113.5]:2", ps.logged)
+        self.assertNotIn("PASS NEW [203.0.113.5]:2", ps.logged)
+
+    def test_recentVerdictWithoutLookup(self) -> None:
+        """
+        A client that passed here a moment ago is judged from memory, even
+        if the cache has not answered its write yet.
+        """
+        cache = SlowCache()
+        ps = Postscreen(self, cache=cache)
+        first = ps.connect(port=1)
+        cache.lookups[0].callback(None)
+        ps.clock.advance(6)
+        first.lose()
+        again = ps.connect(port=2)
+        self.assertEqual(len(cache.lookups), 1)
+        self.assertEqual(again.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        self.assertIn("PASS OLD [203.0.113.5]:2", ps.logged)
+
+    def test_hangupWhileLookingUp(self) -> None:
+        """
+        A client that leaves before the cache answered is logged once and
+        the late answer changes nothing.
+        """
+        cache = SlowCache()
+        ps = Postscreen(self, cache=cache)
+        c = ps.connect()
+        c.lose()
+        cache.lookups[0].callback(None)
+        self.assertEqual(c.take(), b"")
+        self.assertEqual(ps.logged[-1], "DISCONNECT [203.0.113.5]:41234")
+        self.assertEqual(ps.clock.getDelayedCalls(), [])
+        self.assertEqual(ps.factory.screening, 0)

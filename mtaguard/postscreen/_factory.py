@@ -17,7 +17,7 @@ import collections
 from typing import Any, Callable, Optional
 
 import attr
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -40,6 +40,12 @@ from ._protocol import (
 
 log = Logger(namespace="mtaguard.postscreen")
 
+#: How many clients' verdicts are kept in memory in front of the cache: a
+#: client seen recently is judged without a round trip to the cache (whose
+#: writes are asynchronous, so a reconnecting client could otherwise miss
+#: its own verdict).
+RECENT_LIMIT = 50_000
+
 STRESS_ENTER_LOG_FORMAT = "entering STRESS mode with {count} connections"
 STRESS_LEAVE_LOG_FORMAT = "leaving STRESS mode with {count} connections"
 
@@ -48,6 +54,7 @@ STRESS_LEAVE_LOG_FORMAT = "leaving STRESS mode with {count} connections"
 class _Client:
     sessions: int = attr.ib(default=0)
     verdicts: Optional[Verdicts] = attr.ib(default=None)
+    passNew: int = attr.ib(default=0)
 
 
 class PostscreenFactory(Factory):
@@ -81,6 +88,9 @@ class PostscreenFactory(Factory):
         self.screening = 0
         self._clients: dict[str, _Client] = collections.defaultdict(_Client)
         self._settings: dict[bool, EarlySettings] = {}
+        self._recent: collections.OrderedDict[str, Verdicts] = collections.OrderedDict()
+        self._lookups: dict[str, list[Deferred[Optional[Verdicts]]]] = {}
+        self._writes: set[Deferred[None]] = set()
         interfaces = view[params.postscreen_allowlist_interfaces]
         self._allInterfaces = any(item.lower() == "static:all" for item in interfaces)
         try:
@@ -213,33 +223,29 @@ class PostscreenFactory(Factory):
 
     # -- the verdict cache ---------------------------------------------------
 
-    def useCache(self, address: str) -> bool:
+    def verdictsFor(self, address: str) -> Deferred[Optional[Verdicts]]:
         """
-        Whether to consult the cache: Postfix does only for a client's only
-        session; concurrent ones share the in-memory state.
-        """
-        return self.cache is not None and self._clients[address].sessions == 1
-
-    def sharedVerdicts(self, address: str) -> Optional[Verdicts]:
-        """
-        The verdicts of another open session of the same client, if any.
+        What is known of the client: the verdicts of its other open
+        sessions (Postfix's per-client state), else of a recent session
+        here, else the cache's entry.  Concurrent sessions of one client
+        share one cache lookup.  Never fails: the cache degrades.
         """
         client = self._clients.get(address)
-        return None if client is None else client.verdicts
-
-    def cachedVerdicts(self, address: str) -> Deferred[Optional[Verdicts]]:
-        """
-        The client's cache entry (never fails: the cache degrades).
-        """
+        if client is not None and client.verdicts is not None:
+            return succeed(client.verdicts)
         if self.cache is None:
             return succeed(None)
+        recent = self._recent.get(address)
+        if recent is not None:
+            self._recent.move_to_end(address)
+            return succeed(recent)
+        waiting: Deferred[Optional[Verdicts]] = Deferred()
+        pending = self._lookups.get(address)
+        if pending is not None:
+            pending.append(waiting)
+            return waiting
+        self._lookups[address] = [waiting]
         looking: Deferred[Optional[Verdicts]] = self.cache.get(address)
-
-        def remember(verdicts: Optional[Verdicts]) -> Optional[Verdicts]:
-            client = self._clients.get(address)
-            if client is not None and verdicts is not None:
-                client.verdicts = verdicts
-            return verdicts
 
         def unavailable(failure: Failure) -> None:
             log.warn(
@@ -249,15 +255,44 @@ class PostscreenFactory(Factory):
             )
             return None
 
-        return looking.addCallbacks(remember, unavailable)
+        def answered(verdicts: Optional[Verdicts]) -> None:
+            if verdicts is not None:
+                self._remember(address, verdicts)
+            for d in self._lookups.pop(address, []):
+                d.callback(verdicts)
 
-    def storeVerdicts(self, address: str, verdicts: Verdicts) -> None:
+        looking.addErrback(unavailable).addCallback(answered)
+        return waiting
+
+    def firstPass(self, address: str) -> bool:
         """
-        Remember C{verdicts} for the client's other sessions and store them.
+        Whether a session of the client that passed every test is the first
+        of its overlapping sessions to do so (Postfix's C{pass_new_count}):
+        only that one logs C{PASS NEW}, the others C{PASS OLD}.
         """
+        client = self._clients.get(address)
+        if client is None:
+            return True
+        client.passNew += 1
+        return client.passNew == 1
+
+    def _remember(self, address: str, verdicts: Verdicts) -> None:
         client = self._clients.get(address)
         if client is not None:
             client.verdicts = verdicts
+        if self.cache is not None:
+            # Bounded: the least recently used entries go first.
+            self._recent[address] = verdicts
+            self._recent.move_to_end(address)
+            while len(self._recent) > RECENT_LIMIT:
+                self._recent.popitem(last=False)
+
+    def storeVerdicts(self, address: str, verdicts: Verdicts) -> None:
+        """
+        Remember C{verdicts} for the client's other and later sessions and
+        store them in the cache.
+        """
+        self._remember(address, verdicts)
         if self.cache is None:
             return
 
@@ -268,7 +303,21 @@ class PostscreenFactory(Factory):
                 error=failure.getErrorMessage(),
             )
 
-        self.cache.put(address, verdicts).addErrback(failed)
+        writing = self.cache.put(address, verdicts).addErrback(failed)
+        if not writing.called:
+            self._writes.add(writing)
+            writing.addBoth(self._written, writing)
+
+    def _written(self, result: object, writing: Deferred[None]) -> object:
+        self._writes.discard(writing)
+        return result
+
+    def flush(self) -> Deferred[object]:
+        """
+        Fires once the cache writes in progress are done (each is bounded
+        by the cache's timeout): a service that stops waits for them.
+        """
+        return DeferredList(list(self._writes)).addCallback(lambda _: None)
 
     # -- connections -----------------------------------------------------------
 

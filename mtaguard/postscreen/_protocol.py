@@ -34,6 +34,8 @@ from ._early import (
     Drop,
     EarlySession,
     EnterDummyEngine,
+    PASS_NEW_LOG_FORMAT,
+    PASS_OLD_LOG_FORMAT,
     HandOff,
     Log,
     SendTeaser,
@@ -139,10 +141,10 @@ class PostscreenProtocol(Protocol):
             serverPort=serverPort,
         )
         access = factory.access(address)
-        if access is Access.PERMIT or not factory.useCache(address):
-            self._connected(access, factory.sharedVerdicts(address))
+        if access is Access.PERMIT:
+            self._connected(access, None)
             return
-        looking = factory.cachedVerdicts(address)
+        looking = factory.verdictsFor(address)
         looking.addCallback(lambda cached: self._connected(access, cached))
         looking.addErrback(self._failed, "cache lookup")
 
@@ -200,6 +202,7 @@ class PostscreenProtocol(Protocol):
                 self._run(self._engine.connectionLost(now))
             elif self._early is not None:
                 self._run(self._early.hungUp(now))
+            self._done = True
         self._finish()
 
     # -- executing the core's actions --------------------------------------
@@ -215,7 +218,10 @@ class PostscreenProtocol(Protocol):
     def _execute(self, action: Any) -> None:
         transport = self.transport
         if isinstance(action, Log):
-            log.info(action.format, **action.fields)
+            logFormat = action.format
+            if logFormat == PASS_NEW_LOG_FORMAT and not self.factory.firstPass(self.client.address):
+                logFormat = PASS_OLD_LOG_FORMAT
+            log.info(logFormat, **action.fields)
         elif isinstance(action, SendTeaser):
             transport.write(action.data)  # type: ignore[union-attr]
         elif isinstance(action, StartDNSBL):

@@ -132,8 +132,12 @@ class PostscreenService(MultiService):
         closing = [port.stopListening() for port in ports]
         waits = [d for d in [stopping, *closing] if isinstance(d, Deferred)]
         cache = self.factory.cache
-        if cache is not None:
-            waits.append(cache.close())
+        if cache is None:
+            return DeferredList(waits)
+        # Close the cache only after the writes in progress are done.
+        flushed = self.factory.flush()
+        flushed.addCallback(lambda _: cache.close())
+        waits.append(flushed)
         return DeferredList(waits)
 
 
