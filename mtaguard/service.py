@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from .config import Configuration, ConfigurationError, ParameterView, ServiceEntry, params
 from .config._mastercf import inetAddress
+from .resolver import SystemResolver
 
 log = Logger()
 
@@ -53,6 +54,22 @@ RUNNABLE_PROGRAMS = frozenset({"postscreen", "smtpd", "smtp"})
 
 #: mtaguard's queue lives in this subdirectory of queue_directory.
 QUEUE_SUBDIRECTORY = "mtaguard"
+
+
+class _ResolverService(Service):
+    """
+    Closes the shared DNS resolver when the service tree stops, so that it
+    no longer re-reads C{/etc/resolv.conf}.
+    """
+
+    name = "resolver"
+
+    def __init__(self, resolver: SystemResolver) -> None:
+        self.resolver = resolver
+
+    def stopService(self) -> None:
+        self.resolver.close()
+        Service.stopService(self)
 
 
 class SharedServices:
@@ -148,13 +165,13 @@ class SharedServices:
             the configuration is unusable.
         """
         if self._manager is None:
-            from twisted.names.client import createResolver
-
             from .client import Router, RoutingError, TableError
             from .queue import QueueManager
             from .smtpd._policy import RelayPolicy
 
             store = self.queue()
+            resolver = SystemResolver.fromView(view, self.reactor)
+            self._top.addService(_ResolverService(resolver))
             try:
                 router = Router.fromView(view)
             except (RoutingError, TableError) as error:
@@ -163,7 +180,7 @@ class SharedServices:
                 store,
                 view=view,
                 router=router,
-                resolver=createResolver(),
+                resolver=resolver,
                 isLocal=RelayPolicy(view).isLocal,
                 clock=self.reactor,
                 log=Logger(namespace="mtaguard.smtp"),

@@ -74,7 +74,8 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(service, MultiService)
         names = sorted(child.name for child in service)  # type: ignore[attr-defined]
         self.assertEqual(
-            names, ["127.0.0.1:2525/inet", "control", "local", "qmgr", "queue", "smtp/unix", "smtpd/pass"]
+            names,
+            ["127.0.0.1:2525/inet", "control", "local", "qmgr", "queue", "resolver", "smtp/unix", "smtpd/pass"],
         )
         screen = service.getServiceNamed("127.0.0.1:2525/inet")  # type: ignore[attr-defined]
         self.assertIsInstance(screen, PostscreenService)

@@ -8,7 +8,6 @@ verdict cache periodically.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Callable, Optional
 
 from twisted.application.service import MultiService, Service
@@ -19,40 +18,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..config import ConfigurationError, ParameterView, params
+from ..resolver import SystemResolver
 from ..smtpd._policy import matchNetworks, parseNetworks
 from ._cache import CacheCleaner, cacheFromParameter
 from ._checks import CheckResources, configureChecks, discoverChecks
 from ._factory import PostscreenFactory
 
 log = Logger(namespace="mtaguard.postscreen")
-
-
-def resolverFor(view: ParameterView, reactor: Any) -> Any:
-    """
-    The DNS resolver for lookups: the servers of C{mtaguard_dns_servers},
-    else those of C{/etc/resolv.conf}.  No hosts file: DNSBL names must
-    never be answered locally.
-
-    @raise ConfigurationError: for a malformed server.
-    """
-    from twisted.names.client import Resolver
-
-    servers = []
-    for item in view[params.mtaguard_dns_servers]:
-        host, port = item, "53"
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else "53"
-        try:
-            ipaddress.ip_address(host)
-            servers.append((host, int(port)))
-        except ValueError:
-            raise ConfigurationError(
-                f"mtaguard_dns_servers: expected address or [address]:port, got {item!r}"
-            ) from None
-    if servers:
-        return Resolver(servers=servers, reactor=reactor)
-    return Resolver(resolv="/etc/resolv.conf", reactor=reactor)
 
 
 def _readFile(path: str) -> str:
@@ -76,8 +48,10 @@ class PostscreenService(MultiService):
         reactor: Any,
         factory: PostscreenFactory,
         listenFactory: Any = None,
+        resolver: Optional[SystemResolver] = None,
     ) -> None:
         MultiService.__init__(self)
+        self._resolver = resolver
         Service.setName(self, name)
         self.endpoints = endpoints
         self.factory = factory
@@ -127,6 +101,8 @@ class PostscreenService(MultiService):
 
     def stopService(self) -> Deferred[Any]:
         stopping = MultiService.stopService(self)
+        if self._resolver is not None:
+            self._resolver.close()
         ports, self.ports = self.ports, []
         self._listening = False
         closing = [port.stopListening() for port in ports]
@@ -170,7 +146,7 @@ def buildPostscreen(
     def isMyNetwork(address: str) -> bool:
         return matchNetworks(networks, address)
 
-    resolver = resolverFor(view, reactor) if view[params.postscreen_dnsbl_sites] else None
+    resolver = SystemResolver.fromView(view, reactor) if view[params.postscreen_dnsbl_sites] else None
     resources = CheckResources(reactor=reactor, resolver=resolver, readFile=_readFile, isMyNetwork=isMyNetwork)
     configured = configureChecks(discoverChecks() if checks is None else checks, view, resources)
     cache = cacheFromParameter(view, reactor=reactor, dataDirectory=dataDirectory)
@@ -189,7 +165,12 @@ def buildPostscreen(
     if view[params.postscreen_upstream_proxy_protocol]:
         listenFactory = _proxied(view, reactor, factory)
     service = PostscreenService(
-        name=name, endpoints=endpoints, reactor=reactor, factory=factory, listenFactory=listenFactory
+        name=name,
+        endpoints=endpoints,
+        reactor=reactor,
+        factory=factory,
+        listenFactory=listenFactory,
+        resolver=resolver,
     )
     if cache is not None:
         interval = view[params.postscreen_cache_cleanup_interval]
