@@ -77,7 +77,7 @@ def _convertString(parameter: "Parameter[str]", text: str) -> str:
     value = text.strip()
     if parameter.choices is not None and value.lower() not in parameter.choices:
         raise InvalidValue(
-            f"{value!r} is not one of {', '.join(parameter.choices)}"
+            f"{value!r} is not one of {', '.join(choice or '(empty)' for choice in parameter.choices)}"
         )
     return value.lower() if parameter.choices is not None else value
 
