@@ -12,6 +12,8 @@ import socket
 
 from twisted.trial.unittest import TestCase
 
+from . import test_smtpd_proxy
+
 from .realpeers import (
     HOST,
     MtaguardProcess,
@@ -139,3 +141,27 @@ class BotTests(PostscreenProcessTestCase):
         self.assertIn("NOQUEUE: reject: RCPT from [127.0.0.3]:", log)
         self.assertIn("DATA without valid RCPT from [127.0.0.3]:", log)
         self.assertNotIn("connect from unknown[127.0.0.3]", log)
+
+
+class PostscreenHAProxyTests(test_smtpd_proxy.HAProxyTests):
+    """
+    The same haproxy tests with postscreen in front of smtpd: postscreen
+    reads the PROXY header, screens the client haproxy names and hands it
+    to smtpd, which sees that client too.
+    """
+
+    settings = {
+        "postscreen_upstream_proxy_protocol": "haproxy",
+        "postscreen_greet_wait": "1s",
+        "mynetworks": "10.255.255.0/24",
+    }
+    masterCf = "{host}:{port} inet n - n - 1 postscreen\nsmtpd pass - - n - - smtpd\n"
+
+    def test_postscreenSeesProxiedClient(self) -> None:
+        """
+        postscreen's CONNECT and PASS NEW name the client haproxy saw.
+        """
+        self.send(self.v1, "127.0.0.23", "v1")
+        log = self.server.waitForLog("PASS NEW [127.0.0.23]:")
+        self.assertIn("CONNECT from [127.0.0.23]:", log)
+        self.assertNotIn("CONNECT from [127.0.0.1]:", log)

@@ -197,13 +197,19 @@ class HAProxyTests(SynchronousTestCase):
     is a blocking one with its own deadline; nothing runs on the reactor.
     """
 
+    #: main.cf settings of the mtaguard behind haproxy.
+    settings = {"smtpd_upstream_proxy_protocol": "haproxy"}
+    #: master.cf, with C{{port}} for the listening port; L{None}: one smtpd.
+    masterCf: str | None = None
+
     def setUp(self) -> None:
         haproxy = requireTool(self, "haproxy")
         self.directory = temporaryDirectory(self)
         self.port = freePort()
-        self.paths = writeConfiguration(
-            self.directory, self.port, {"smtpd_upstream_proxy_protocol": "haproxy"}
-        )
+        self.paths = writeConfiguration(self.directory, self.port, self.settings)
+        if self.masterCf is not None:
+            with open(os.path.join(self.directory, "master.cf"), "w") as handle:
+                handle.write(self.masterCf.format(host=HOST, port=self.port))
         self.server = MtaguardProcess(self.directory, self.port)
         self.server.start()
         self.addCleanup(self.server.stop)
