@@ -5,35 +5,13 @@ The bare newline test of the dummy SMTP engine: a command line that ends
 in LF without CR.
 """
 
-from __future__ import annotations
+from ..config import params
+from ..postscreen._checks import AFTER_GREETING, ToggledTest
 
-from typing import Optional
-
-from twisted.plugin import IPlugin
-from zope.interface import implementer
-
-from ..config import ParameterView, params
-from ..interfaces import IPostscreenCheck
-from ..postscreen._checks import AFTER_GREETING, BuiltinCheck, CheckResources
-
-
-@implementer(IPlugin, IPostscreenCheck)
-class BareNewlineCheck:
-    """
-    The C{bare_newline} test; postscreen's core runs it with Postfix's semantics.
-    """
-
-    name = "bare_newline"
-    phase = AFTER_GREETING
-
-    def configure(self, view: ParameterView, resources: CheckResources) -> Optional[BuiltinCheck]:
-        if not view[params.postscreen_bare_newline_enable]:
-            return None
-        return BuiltinCheck(
-            self.name,
-            view[params.postscreen_bare_newline_action],
-            float(view[params.postscreen_bare_newline_ttl]),
-        )
-
-
-check = BareNewlineCheck()
+check = ToggledTest(
+    "bare_newline",
+    AFTER_GREETING,
+    params.postscreen_bare_newline_enable,
+    params.postscreen_bare_newline_action,
+    params.postscreen_bare_newline_ttl,
+)

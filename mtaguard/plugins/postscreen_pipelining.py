@@ -5,35 +5,13 @@ The command pipelining test of the dummy SMTP engine: a client that sends
 more commands before a reply, without PIPELINING announced.
 """
 
-from __future__ import annotations
+from ..config import params
+from ..postscreen._checks import AFTER_GREETING, ToggledTest
 
-from typing import Optional
-
-from twisted.plugin import IPlugin
-from zope.interface import implementer
-
-from ..config import ParameterView, params
-from ..interfaces import IPostscreenCheck
-from ..postscreen._checks import AFTER_GREETING, BuiltinCheck, CheckResources
-
-
-@implementer(IPlugin, IPostscreenCheck)
-class PipeliningCheck:
-    """
-    The C{pipelining} test; postscreen's core runs it with Postfix's semantics.
-    """
-
-    name = "pipelining"
-    phase = AFTER_GREETING
-
-    def configure(self, view: ParameterView, resources: CheckResources) -> Optional[BuiltinCheck]:
-        if not view[params.postscreen_pipelining_enable]:
-            return None
-        return BuiltinCheck(
-            self.name,
-            view[params.postscreen_pipelining_action],
-            float(view[params.postscreen_pipelining_ttl]),
-        )
-
-
-check = PipeliningCheck()
+check = ToggledTest(
+    "pipelining",
+    AFTER_GREETING,
+    params.postscreen_pipelining_enable,
+    params.postscreen_pipelining_action,
+    params.postscreen_pipelining_ttl,
+)

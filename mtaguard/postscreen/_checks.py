@@ -23,7 +23,7 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..config import ConfigurationError, ParameterView
+from ..config import ConfigurationError, Parameter, ParameterView
 from ..interfaces import IConfiguredCheck, IPostscreenCheck
 
 #: L{IPostscreenCheck.phase} values.
@@ -136,6 +136,26 @@ class BuiltinCheck:
 
     def command(self, client: ClientInfo, verb: bytes, line: bytes) -> Any:
         raise NotImplementedError(f"postscreen runs the built-in {self.name} test itself")
+
+
+@implementer(IPlugin, IPostscreenCheck)
+@attr.frozen
+class ToggledTest:
+    """
+    A built-in test switched on by a yes/no parameter, with an action and
+    a TTL parameter (the deep protocol tests).
+    """
+
+    name: str
+    phase: str
+    enable: Parameter[bool]
+    action: Parameter[str]
+    ttl: Parameter[int]
+
+    def configure(self, view: ParameterView, resources: CheckResources) -> Optional[BuiltinCheck]:
+        if not view[self.enable]:
+            return None
+        return BuiltinCheck(self.name, view[self.action], float(view[self.ttl]))
 
 
 def discoverChecks(packages: Optional[Sequence[Any]] = None) -> list[IPostscreenCheck]:
@@ -269,6 +289,7 @@ __all__: Sequence[str] = [
     "DNSBLSetup",
     "ClientInfo",
     "ConfiguredChecks",
+    "ToggledTest",
     "configureChecks",
     "discoverChecks",
     "runCheck",

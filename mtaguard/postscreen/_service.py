@@ -12,11 +12,10 @@ from typing import Any, Callable, Optional
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
+from .._listening import Listener
 from ..config import ConfigurationError, ParameterView, params
 from ..resolver import SystemResolver
 from ..smtpd._policy import matchNetworks, parseNetworks
@@ -56,57 +55,32 @@ class PostscreenService(MultiService):
         self.endpoints = endpoints
         self.factory = factory
         self._reactor = reactor
-        self._listenFactory = listenFactory if listenFactory is not None else factory
         self.ports: list[IListeningPort] = []
-        self._listening = False
+        self._listener = Listener(
+            name=name,
+            program="postscreen",
+            endpoints=endpoints,
+            reactor=reactor,
+            factory=listenFactory if listenFactory is not None else factory,
+            ports=self.ports,
+            log=log,
+        )
 
     def privilegedStartService(self) -> None:
         MultiService.privilegedStartService(self)
-        self._listen()
+        self._listener.listen()
 
     def startService(self) -> None:
         MultiService.startService(self)
-        self._listen()
-
-    def _listen(self) -> None:
-        if self._listening:
-            return
-        self._listening = True
-        for description in self.endpoints:
-            endpoint = serverFromString(self._reactor, description)
-            listening: Deferred[IListeningPort] = endpoint.listen(self._listenFactory)
-            listening.addCallbacks(self._listened, self._listenFailed, errbackArgs=(description,))
-
-    def _listened(self, port: IListeningPort) -> None:
-        self.ports.append(port)
-        address = port.getHost()
-        log.info(
-            "postscreen service {name} listening on {host}:{port}",
-            name=self.name,
-            host=getattr(address, "host", "?"),
-            port=getattr(address, "port", "?"),
-        )
-
-    def _listenFailed(self, failure: Failure, description: str) -> None:
-        log.critical(
-            "fatal: service {name}: cannot listen on {endpoint}: {error}",
-            name=self.name,
-            endpoint=description,
-            error=failure.getErrorMessage(),
-        )
-        if self._reactor.running:
-            self._reactor.stop()
-        else:
-            self._reactor.callWhenRunning(self._reactor.stop)
+        self._listener.listen()
 
     def stopService(self) -> Deferred[Any]:
         stopping = MultiService.stopService(self)
         if self._resolver is not None:
             self._resolver.close()
-        ports, self.ports = self.ports, []
-        self._listening = False
-        closing = [port.stopListening() for port in ports]
-        waits = [d for d in [stopping, *closing] if isinstance(d, Deferred)]
+        waits = [self._listener.stop()]
+        if isinstance(stopping, Deferred):
+            waits.append(stopping)
         cache = self.factory.cache
         if cache is None:
             return DeferredList(waits)

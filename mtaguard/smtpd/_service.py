@@ -9,12 +9,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
+from .._listening import Listener
 from ..config import ConfigurationError, ParameterError, ParameterView, params
 from ..proxyprotocol import ProxyHeaderFactory
 from ..interfaces import IQueue
@@ -78,61 +76,27 @@ class SMTPServerService(Service):
                 timeout=view[params.smtpd_upstream_proxy_timeout],
                 log=log,
             )
-        self._listening = False
+        self._listener = Listener(
+            name=name,
+            program="smtpd",
+            endpoints=endpoints,
+            reactor=reactor,
+            factory=self._listenFactory,
+            ports=self.factory.ports,
+            log=log,
+        )
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
-        self._listen()
+        self._listener.listen()
 
     def startService(self) -> None:
         Service.startService(self)
-        self._listen()
-
-    def _listen(self) -> None:
-        if self._listening:
-            return
-        self._listening = True
-        for description in self.endpoints:
-            endpoint = serverFromString(self._reactor, description)
-            listening: Deferred[IListeningPort] = endpoint.listen(self._listenFactory)
-            listening.addCallbacks(
-                self._listened, self._listenFailed, errbackArgs=(description,)
-            )
-
-    def _listened(self, port: IListeningPort) -> None:
-        self.factory.ports.append(port)
-        address = port.getHost()
-        log.info(
-            "smtpd service {name} listening on {host}:{port}",
-            name=self.name,
-            host=getattr(address, "host", "?"),
-            port=getattr(address, "port", "?"),
-        )
-
-    def _listenFailed(self, failure: Failure, description: str) -> None:
-        log.critical(
-            "fatal: service {name}: cannot listen on {endpoint}: {error}",
-            name=self.name,
-            endpoint=description,
-            error=failure.getErrorMessage(),
-        )
-        # A front door that cannot open its port must not pretend to run.
-        if self._reactor.running:
-            self._reactor.stop()
-        else:
-            self._reactor.callWhenRunning(self._reactor.stop)
+        self._listener.listen()
 
     def stopService(self) -> Deferred[Any]:
         Service.stopService(self)
-        ports, self.factory.ports = self.factory.ports, []
-        self._listening = False
-        return DeferredList([Deferred.fromCoroutine(_stop(port)) for port in ports])
-
-
-async def _stop(port: IListeningPort) -> None:
-    result = port.stopListening()
-    if isinstance(result, Deferred):
-        await result
+        return self._listener.stop()
 
 
 def _upstreamProxy(view: ParameterView, name: str) -> str:
