@@ -787,7 +787,30 @@ class StartTLSTests(SynchronousTestCase):
         self.assertTrue(result.retryPlaintext)
         self.assertEqual(result.outcomes, ())
         self.assertEqual(s.recorder.outcomes, [])
-        self.assertEqual(checked, [])
+        # The verdict is asked why; it has no reason of its own here.
+        self.assertEqual(checked, [transport])
+
+    def test_handshakeFailedByCertificateCheck(self) -> None:
+        """
+        At C{verify} a certificate the level refuses fails the handshake
+        itself (OpenSSL's verify callback), so the TLS layer only says
+        C{certificate verify failed}: the message is deferred with the
+        verdict's reason, Postfix's C{Server certificate not verified}.
+        """
+        s, transport, checked = self.setUpTLS(level="verify", verdict="Server certificate not verified")
+        delivered = s.client.deliver(outbound())
+        s.reply(b"220 go\r\n")
+        with capturedLogs() as events:
+            s.lose(Failure(ConnectionLost("certificate verify failed")))
+        self.assertEqual(checked, [transport])
+        # The TLS layer's words are still logged, as Postfix does.
+        [logged] = [e for e in events if e.get("detail") is not None]
+        self.assertEqual(logged["nextHop"], HOP)
+        self.assertIn("certificate verify failed", logged["detail"])
+        [outcome] = self.successResultOf(delivered).outcomes
+        self.assertEqual((outcome.status, outcome.dsn), ("deferred", "4.7.5"))
+        self.assertIn("Cannot start TLS: Server certificate not verified", outcome.reason)
+        self.assertNotIn("certificate verify failed", outcome.reason)
 
     def test_handshakeTimesOut(self) -> None:
         """

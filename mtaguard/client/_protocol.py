@@ -493,6 +493,29 @@ class SMTPClientProtocol(Protocol):
         else:
             self._dispatch(self._session.tlsFailed(reason))
 
+    def _handshakeFailure(self, reason: Failure) -> str:
+        """
+        Why a handshake failed, for C{Cannot start TLS: <reason>}: the
+        verdict's reason when it has one, else what the TLS layer said.
+
+        At C{verify} and C{secure} a certificate the level refuses fails
+        the handshake inside OpenSSL's verify callback, so the TLS layer
+        only says C{certificate verify failed}; the verdict knows Postfix's
+        reason (C{Server certificate not verified}, C{... not trusted}).
+        """
+        detail = reason.getErrorMessage()
+        # Postfix logs the TLS layer's words too, whatever the reason.
+        self._log.info("SSL_connect error to {nextHop}: {detail}", nextHop=self._nextHop, detail=detail)
+        if self._tlsVerdict is None:
+            return detail
+        try:
+            judged = self._tlsVerdict(self.transport)  # type: ignore[arg-type]
+        except Exception:
+            # The message is deferred (or retried in clear at may) either
+            # way; only the text is at stake, so keep the TLS layer's.
+            return detail
+        return judged or detail
+
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self._connected = False
         self._usable = False
@@ -507,7 +530,7 @@ class SMTPClientProtocol(Protocol):
                 # connection; the session must hear it as a TLS failure (a
                 # level-may retry in clear), not as a plain loss.
                 self._handshaking = False
-                actions = self._session.tlsFailed(reason.getErrorMessage())
+                actions = self._session.tlsFailed(self._handshakeFailure(reason))
             else:
                 actions = self._session.connectionLost()
             self._dispatch(actions)
