@@ -674,6 +674,30 @@ class AuthTests(SynchronousTestCase):
         c = Conversation(username="relay", password="s3cret", authOverPlaintext=True)
         self.assertIn(b"AUTH PLAIN", sent(c.handshake(ehlo("AUTH PLAIN"))))
 
+    def test_notOverTLSEither(self) -> None:
+        """
+        With C{authOverTLS} off (Postfix's default C{noplaintext} in
+        C{smtp_sasl_tls_security_options}), PLAIN and LOGIN are not used
+        inside TLS either: no mechanism is available.
+        """
+        c = self.authenticated("PLAIN LOGIN", authOverTLS=False)
+        c.deliver(MESSAGE)
+        actions = c.server(ehlo("AUTH PLAIN LOGIN"))
+        self.assertEqual(outcomes(actions), [("bob@example.com", "deferred", "4.7.0")])
+        self.assertIn("no mechanism available", actions[0].reason)  # type: ignore[union-attr]
+
+    def test_mechanismOrder(self) -> None:
+        """
+        The mechanisms are tried in the configured order, among those the
+        server offers.
+        """
+        c = self.authenticated("PLAIN LOGIN", authMechanisms=("LOGIN", "PLAIN"))
+        self.assertEqual(sent(c.server(ehlo("AUTH PLAIN LOGIN"))), b"AUTH LOGIN\r\n")
+        c = self.authenticated("PLAIN", authMechanisms=("LOGIN",))
+        c.deliver(MESSAGE)
+        actions = c.server(ehlo("AUTH PLAIN"))
+        self.assertEqual(outcomes(actions), [("bob@example.com", "deferred", "4.7.0")])
+
     def test_challengeLoop(self) -> None:
         """
         An unexpected challenge is cancelled with C{*}; a second one fails

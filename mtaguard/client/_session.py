@@ -154,6 +154,10 @@ class SessionSettings:
     @ivar authOverPlaintext: Whether PLAIN and LOGIN may be used without TLS.
         Off by default, like Postfix's C{smtp_sasl_security_options =
         noplaintext}: a password must not cross the network in clear.
+    @ivar authOverTLS: Whether PLAIN and LOGIN may be used inside TLS
+        (C{noplaintext} absent from C{smtp_sasl_tls_security_options}).
+    @ivar authMechanisms: The mechanisms we may use, in order of preference
+        (C{smtp_sasl_mechanism_filter} applied).
     @ivar discardEhloKeywords: Extensions to ignore when the server offers
         them (C{smtp_discard_ehlo_keywords}), upper case.
     @ivar lineLengthLimit: The longest reply line accepted
@@ -170,6 +174,8 @@ class SessionSettings:
     username: Optional[str] = None
     password: Optional[str] = None
     authOverPlaintext: bool = False
+    authOverTLS: bool = True
+    authMechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
     discardEhloKeywords: frozenset[str] = frozenset()
     lineLengthLimit: int = 2048
     maxReplyLines: int = 100
@@ -813,15 +819,16 @@ class ClientSession:
                 )
         settings = self._settings
         if settings.username is not None and not self._authenticated and "AUTH" in self._extensions:
-            mechanisms = self._extensions["AUTH"].upper().split()
-            if self._tls or settings.authOverPlaintext:
-                if "PLAIN" in mechanisms:
-                    self._expect(_AUTH_PLAIN)
-                    token = _b64(f"\0{settings.username}\0{settings.password or ''}")
-                    return [self._line(b"AUTH PLAIN " + token)]
-                if "LOGIN" in mechanisms:
-                    self._expect(_AUTH_LOGIN)
-                    return [self._line(b"AUTH LOGIN")]
+            offered = self._extensions["AUTH"].upper().split()
+            allowed = settings.authOverTLS if self._tls else settings.authOverPlaintext
+            usable = [m for m in settings.authMechanisms if m in offered] if allowed else []
+            if usable and usable[0] == "PLAIN":
+                self._expect(_AUTH_PLAIN)
+                token = _b64(f"\0{settings.username}\0{settings.password or ''}")
+                return [self._line(b"AUTH PLAIN " + token)]
+            if usable and usable[0] == "LOGIN":
+                self._expect(_AUTH_LOGIN)
+                return [self._line(b"AUTH LOGIN")]
             return self._abandon(
                 "4.7.0",
                 "SASL authentication failed; cannot authenticate to server "

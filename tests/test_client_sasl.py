@@ -1,0 +1,93 @@
+"""
+Tests for L{mtaguard.client._sasl}: the client's SASL credentials and
+mechanisms, from Postfix's parameters.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mtaguard.config import ConfigurationError, ParameterView
+from mtaguard.client._sasl import SASLClientSettings
+
+
+class SASLClientSettingsTests(SynchronousTestCase):
+    """
+    C{smtp_sasl_*} as Postfix reads them.
+    """
+
+    def settings(self, **values: str) -> SASLClientSettings:
+        return SASLClientSettings.fromView(ParameterView(values))
+
+    def passwordFile(self, text: str) -> str:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as handle:
+            handle.write(text)
+        return path
+
+    def test_off(self) -> None:
+        """
+        By default nothing is looked up.
+        """
+        settings = self.settings()
+        self.assertFalse(settings.enabled)
+        self.assertIsNone(settings.credentials("mail.isp.example", "[mail.isp.example]:587"))
+
+    def test_lookupOrder(self) -> None:
+        """
+        The server's host name is looked up first, then the next hop as
+        written; the value is C{user:password} (the password may hold
+        colons).
+        """
+        path = self.passwordFile(
+            "[mail.isp.example]:587 relayuser:pa:ss\nmx2.isp.example hostuser:other\n"
+        )
+        settings = self.settings(smtp_sasl_auth_enable="yes", smtp_sasl_password_maps=f"texthash:{path}")
+        self.assertEqual(
+            settings.credentials("mail.isp.example", "[mail.isp.example]:587"), ("relayuser", "pa:ss")
+        )
+        self.assertEqual(
+            settings.credentials("mx2.isp.example", "[mail.isp.example]:587"), ("hostuser", "other")
+        )
+        self.assertIsNone(settings.credentials("mx.other.example", "other.example"))
+
+    def test_securityOptions(self) -> None:
+        """
+        Postfix's defaults allow PLAIN/LOGIN nowhere; C{noanonymous} for TLS
+        sessions allows them inside TLS only.
+        """
+        defaults = self.settings(smtp_sasl_auth_enable="yes")
+        self.assertEqual((defaults.overPlaintext, defaults.overTLS), (False, False))
+        usual = self.settings(smtp_sasl_auth_enable="yes", smtp_sasl_tls_security_options="noanonymous")
+        self.assertEqual((usual.overPlaintext, usual.overTLS), (False, True))
+        everywhere = self.settings(smtp_sasl_auth_enable="yes", smtp_sasl_security_options="noanonymous")
+        self.assertEqual((everywhere.overPlaintext, everywhere.overTLS), (True, True))
+
+    def test_mechanismFilter(self) -> None:
+        """
+        C{smtp_sasl_mechanism_filter} narrows the mechanisms; one that
+        leaves nothing usable is a configuration error.
+        """
+        self.assertEqual(
+            self.settings(smtp_sasl_auth_enable="yes", smtp_sasl_mechanism_filter="login").mechanisms,
+            ("LOGIN",),
+        )
+        self.assertRaises(
+            ConfigurationError,
+            self.settings,
+            smtp_sasl_auth_enable="yes",
+            smtp_sasl_mechanism_filter="cram-md5",
+        )
+
+    def test_badTable(self) -> None:
+        """
+        A table type mtaguard cannot read is a configuration error.
+        """
+        self.assertRaises(
+            ConfigurationError,
+            self.settings,
+            smtp_sasl_auth_enable="yes",
+            smtp_sasl_password_maps="hash:/etc/postfix/sasl_passwd",
+        )
