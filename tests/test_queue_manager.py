@@ -566,6 +566,36 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertEqual(self.network.openConnections(), 0)
         self.assertEqual(server.received[-1], b"QUIT")
 
+    def test_cachedWhileDeliveriesRun(self) -> None:
+        """
+        With smtp_connection_cache_on_demand, a connection whose message is
+        done while another delivery to the same next hop is in progress is
+        kept and carries the next message (Postfix's qmgr keeps on-demand
+        caching on for concurrent deliveries); the last delivery of the
+        burst closes its connection, and a cached one is closed after
+        smtp_connection_cache_time_limit.
+        """
+        self.network.queue.holdCommits = True
+        self.start()
+        self.queueNow(OK)
+        self.queueNow(OK)
+        self.assertEqual(len(self.network.connections), 2)
+        message, committed = self.network.queue.pendingCommits.pop(0)
+        message._commitNow()
+        committed.callback(message.queueID)
+        self.network.settle()
+        self.assertEqual(self.network.openConnections(), 2)
+        self.queueNow(OK)
+        self.assertEqual(len(self.network.connections), 2)
+        self.assertEqual(len([line for line in self.deliveryLines(OK) if "conn_use=2" in line]), 0)
+        self.network.queue.releaseCommits()
+        self.network.settle()
+        self.assertEqual(len(self.delivered()), 3)
+        self.assertEqual(len([line for line in self.deliveryLines(OK) if "conn_use=2" in line]), 1)
+        self.assertEqual(self.network.openConnections(), 1)
+        self.advance(2)
+        self.assertEqual(self.network.openConnections(), 0)
+
     def test_reuseTimeLimit(self) -> None:
         """
         A connection older than smtp_connection_reuse_time_limit is not

@@ -33,8 +33,9 @@ window), and never one that was marked done.
 At most C{default_destination_concurrency_limit} deliveries run at once to
 one next hop, each carrying one message at a time.  A connection whose
 message is done is kept for the next message to the same next hop when one
-waits for a connection (Postfix's C{smtp_connection_cache_on_demand}) or
-its destination is in C{smtp_connection_cache_destinations}: idle for at
+waits for a connection or other deliveries to that next hop are in progress
+(Postfix's C{smtp_connection_cache_on_demand}), or its destination is in
+C{smtp_connection_cache_destinations}: idle for at
 most C{smtp_connection_cache_time_limit}, reused within
 C{smtp_connection_reuse_time_limit} and C{smtp_connection_reuse_count_limit},
 each new message starting with RSET.  It is reused only for the same route,
@@ -759,8 +760,12 @@ class QueueManager(Service):
         """
         Whether to cache the connection: its destination is listed in
         C{smtp_connection_cache_destinations}, or (with
-        C{smtp_connection_cache_on_demand}) another delivery to the same
-        next hop is waiting for a connection, Postfix's backlog.
+        C{smtp_connection_cache_on_demand}) the next hop has mail flowing:
+        another delivery to it is waiting for a connection (Postfix's
+        backlog) or in progress beside this one (Postfix's qmgr keeps
+        on-demand caching on while deliveries to a destination run
+        concurrently).  The last delivery of a burst closes its
+        connection.
         """
         route, host = connection.key[0], connection.key[1]
         listed = self._view[params.smtp_connection_cache_destinations]
@@ -772,7 +777,10 @@ class QueueManager(Service):
         if not self._view[params.smtp_connection_cache_on_demand]:
             return False
         semaphore = self._semaphores.get(route)
-        return semaphore is not None and bool(semaphore.waiting)
+        if semaphore is None:
+            return False
+        # This delivery still holds one of the tokens.
+        return bool(semaphore.waiting) or semaphore.limit - semaphore.tokens > 1
 
     def _release(self, connection: _Connection) -> Deferred[None]:
         """
