@@ -10,7 +10,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from mtaguard.config import ConfigurationError, ParameterView
-from mtaguard.client._sasl import SASLClientSettings
+from mtaguard.client._sasl import SASLClientSettings, nexthopKeys
 
 
 class SASLClientSettingsTests(SynchronousTestCase):
@@ -91,3 +91,19 @@ class SASLClientSettingsTests(SynchronousTestCase):
             smtp_sasl_auth_enable="yes",
             smtp_sasl_password_maps="hash:/etc/postfix/sasl_passwd",
         )
+
+
+class NexthopKeysTests(SynchronousTestCase):
+    """
+    Next hops as password-table keys.
+    """
+
+    def test_keys(self) -> None:
+        """
+        A next hop is looked up with its port, and without it when it is 25.
+        """
+        self.assertEqual(nexthopKeys("mail.isp.example", 587, False), ("[mail.isp.example]:587",))
+        self.assertEqual(
+            nexthopKeys("mail.isp.example", 25, False), ("[mail.isp.example]:25", "[mail.isp.example]")
+        )
+        self.assertEqual(nexthopKeys("example.com", 25, True), ("example.com:25", "example.com"))

@@ -1030,6 +1030,60 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertSentBy("a@two.example", MX3)
 
 
+class SASLClientTests(SynchronousTestCase):
+    """
+    C{smtp_sasl_auth_enable}: the queue manager logs in to a relay host
+    with the password C{smtp_sasl_password_maps} holds for it.
+    """
+
+    def run_(self, **values: str) -> tuple[QueueManagerTests, HostileServer]:
+        case = QueueManagerTests("test_delivered")
+        case.setUp()
+        self.addCleanup(case.tearDown)
+        server = HostileServer(
+            EHLO=b"250-mx1.two.example\r\n250 AUTH PLAIN LOGIN\r\n",
+            AUTH=b"235 2.7.0 Authentication successful\r\n",
+        )
+        case.network.hostile[MX1] = lambda: server
+        passwords = os.path.abspath(self.mktemp())
+        with open(passwords, "w") as handle:
+            handle.write("[mx1.two.example]:587 relayuser:s3cret\n")
+        case.commit(OK)
+        case.start(
+            relayhost="[mx1.two.example]:587",
+            smtp_sasl_auth_enable="yes",
+            smtp_sasl_password_maps=f"texthash:{passwords}",
+            **values,
+        )
+        return case, server
+
+    def test_loginWithPassword(self) -> None:
+        """
+        With plaintext mechanisms allowed, AUTH PLAIN carries the user and
+        password found under the relayhost as written, and the message is
+        sent.
+        """
+        import base64
+
+        case, server = self.run_(smtp_sasl_security_options="noanonymous")
+        token = base64.b64encode(b"\0relayuser\0s3cret")
+        self.assertIn(b"AUTH PLAIN " + token, server.received)
+        self.assertTrue(any("status=sent" in line for line in case.deliveryLines(OK)), case.lines())
+
+    def test_defaultSecurityOptions(self) -> None:
+        """
+        With Postfix's default C{noplaintext}, PLAIN and LOGIN are not used
+        and the message is deferred, not sent unauthenticated.
+        """
+        case, server = self.run_()
+        self.assertFalse(any(line.startswith(b"AUTH") for line in server.received))
+        self.assertFalse(any(line.startswith(b"MAIL") for line in server.received))
+        self.assertTrue(
+            any("status=deferred" in line and "no mechanism available" in line for line in case.deliveryLines(OK)),
+            case.lines(),
+        )
+
+
 class ServiceWiringTests(SynchronousTestCase):
     """
     L{mtaguard.service} builds one queue manager for the C{smtp} transports.

@@ -83,21 +83,39 @@ class SASLClientSettings:
             mechanisms=mechanisms,
         )
 
-    def credentials(self, host: str, destination: str) -> Optional[tuple[str, str]]:
+    def credentials(self, host: str, *destinations: str) -> Optional[tuple[str, str]]:
         """
         The user name and password for a server, or L{None} (then the
         client does not authenticate).
 
         @param host: the server's host name (C{mail.isp.example}).
-        @param destination: the next hop as configured
-            (C{[mail.isp.example]:587}, C{example.com}).
+        @param destinations: the next hop as it may be written
+            (C{[mail.isp.example]:587}; C{[mail.isp.example]} for port 25).
         @raise TableError: a table cannot be read now.
         """
         if not self.enabled or not self.passwords:
             return None
-        for key in (host.lower().rstrip("."), destination):
+        for key in (host.lower().rstrip("."), *destinations):
             value = self.passwords.lookup(key)
             if value is not None:
                 username, _, password = value.partition(":")
                 return username, password
         return None
+
+
+def nexthopKeys(host: str, port: int, mxLookup: bool, defaultPort: int = 25) -> tuple[str, ...]:
+    """
+    The ways an admin may have written a next hop in C{relayhost} or
+    C{transport_maps}, as password-table keys: with its port, and without
+    it when it is the default.
+
+    >>> nexthopKeys("mail.isp.example", 587, False)
+    ('[mail.isp.example]:587',)
+    >>> nexthopKeys("example.com", 25, True)
+    ('example.com:25', 'example.com')
+    """
+    name = host if mxLookup else f"[{host}]"
+    keys = [f"{name}:{port}"]
+    if port == defaultPort:
+        keys.append(name)
+    return tuple(keys)

@@ -76,6 +76,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..client._sasl import SASLClientSettings
 from ..config import ParameterView, params
 from ._dsn import FailedRecipient, buildBounce
 from ._envelope import Envelope
@@ -242,6 +243,7 @@ class QueueManager(Service):
         self._fsync = fsync
         self._random = random
         self._tlsPolicies: dict[str, Any] = {}
+        self._sasl = SASLClientSettings.fromView(view)
         self._tlsPolicyFor = tlsPolicyFor if tlsPolicyFor is not None else self._defaultTLSPolicy
         self._limit = view[params.default_destination_concurrency_limit]
         self._recipientLimit = view[params.default_destination_recipient_limit]
@@ -838,12 +840,19 @@ class QueueManager(Service):
             self._log.info("{line}", line=judged.logLine)
             return None if judged.satisfied else (judged.reason or "TLS handshake failed")
 
+        credentials = self._credentials(nexthop, destination)
+        sasl = self._sasl
         session = ClientSession(
             SessionSettings(
                 nextHop=hop,
                 heloName=self._view[params.smtp_helo_name],
                 tlsLevel="none" if plaintext else tls.level,
                 skip5xxGreeting=self._view[params.smtp_skip_5xx_greeting],
+                username=None if credentials is None else credentials[0],
+                password=None if credentials is None else credentials[1],
+                authOverPlaintext=sasl.overPlaintext,
+                authOverTLS=sasl.overTLS,
+                authMechanisms=sasl.mechanisms,
             )
         )
         return SMTPClientProtocol(
@@ -854,6 +863,26 @@ class QueueManager(Service):
             tlsCreator=creator,
             tlsVerdict=verdict,
         )
+
+    def _credentials(self, nexthop: Any, destination: Any) -> Optional[tuple[str, str]]:
+        """
+        The SASL user name and password for a server of the next hop, or
+        L{None}.
+        """
+        from ..client._sasl import nexthopKeys
+        from ..client._tables import TableError
+
+        if not self._sasl.enabled:
+            return None
+        try:
+            return self._sasl.credentials(
+                destination.hostname, *nexthopKeys(nexthop.host, nexthop.port, nexthop.mxLookup)
+            )
+        except TableError as error:
+            self._log.warn(
+                "warning: {hop}: SASL password lookup failed: {error}", hop=destination.hostname, error=error
+            )
+            return None
 
     def _defaultTLSPolicy(self, domain: str) -> Any:
         from ..tls import clientTLSPolicy
