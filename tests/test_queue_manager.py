@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from typing import Any, Callable, Optional
 
 from twisted.internet.address import IPv4Address
@@ -233,7 +234,11 @@ class _MayPolicy:
 class QueueManagerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.clock.advance(ARRIVAL)
+        # The queue manager compares queue files' modification times (the
+        # file system's clock) with its own: start this clock just after
+        # the real one, so that new files are due and a deferred file's
+        # future time is this clock's.
+        self.clock.advance(float(int(time.time())) + 2)
         self.directory = self.mktemp()
         self.store = QueueStore(self.directory, reactor=self.clock, worker=SynchronousWorker())
         self.store.start()
@@ -363,8 +368,8 @@ class QueueManagerTests(SynchronousTestCase):
     def test_deferredRetriedAfterBackoff(self) -> None:
         """
         A 4xx reply defers the recipient; the file is tried again only
-        once the backoff, doubling from minimal_backoff_time, has passed,
-        then sent and removed.
+        once the backoff (its time in the queue, at least
+        minimal_backoff_time) has passed, then sent and removed.
         """
         # Default relay restrictions: 454 for a domain the server does not
         # relay for.
@@ -381,8 +386,11 @@ class QueueManagerTests(SynchronousTestCase):
         self.advance(60)
         self.assertEqual(len(self.network.connections), 2)
         self.assertEqual(len(self.deliveryLines(BAD)), 2)
-        # Deferred again: now 600 s.
-        self.advance(540)
+        # Deferred again after 300 s in the queue: as with Postfix, the
+        # wait is the time in the queue (bounded), here 300 s again; the
+        # next attempt is the file's modification time.
+        self.assertEqual(os.stat(self.path(queueID)).st_mtime, self.clock.seconds() + 300)
+        self.advance(240)
         self.assertEqual(len(self.network.connections), 2)
         self.network.serverSettings["smtpd_relay_restrictions"] = "permit"
         self.advance(60)
@@ -390,6 +398,28 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertEqual(self.delivered(), [(BAD,)])
         self.assertIn("status=sent (250 ", self.deliveryLines(BAD)[-1])
         self.assertFalse(os.path.exists(self.path(queueID)))
+
+    def test_backoffIsTimeInQueue(self) -> None:
+        """
+        Each wait is the message's time in the queue so far, between
+        minimal_backoff_time (300 s) and maximal_backoff_time (1000 s):
+        attempts at 0, 300, 600, 1200 and 2200 s.
+        """
+        self.network.down.add("192.0.2.9")
+        queueID = self.commit(LATER)
+        start = self.clock.seconds()
+        self.start()
+        attempts = [0.0]
+        for _ in range(4 * 1000 // 60 + 10):
+            before = self.network.connections.count("192.0.2.9")
+            self.advance(60)
+            if self.network.connections.count("192.0.2.9") > before:
+                attempts.append(self.clock.seconds() - start)
+            if len(attempts) == 5:
+                break
+        # Queue runs come every 60 s, so an attempt is at most a run late.
+        self.assertEqual([int(a // 60) * 60 for a in attempts], [0, 300, 600, 1200, 2220])
+        self.assertEqual(self.statuses(queueID), {LATER: RecipientStatus.PENDING})
 
     def test_partialSuccessNeverResent(self) -> None:
         """
@@ -417,11 +447,14 @@ class QueueManagerTests(SynchronousTestCase):
         notified = [line for line in self.lines() if line.startswith(f"{queueID}: sender non-delivery notification: ")]
         self.assertEqual(len(notified), 1)
 
-        # Restart: everything reachable and accepted now.
+        # Restart: everything reachable and accepted now.  The backoff is
+        # in the file, so it holds across the restart.
         self.network.down.clear()
         self.network.serverSettings["smtpd_relay_restrictions"] = "permit"
         self.clock.advance(10)
         self.start()
+        self.assertEqual(self.delivered(), [(OK,)])
+        self.advance(300)
         self.assertEqual(self.delivered(), [(OK,), (LATER,)])
         self.assertEqual(len(self.deliveryLines(OK)), 1)
         self.assertEqual(len(self.deliveryLines(BAD)), 1)
@@ -835,7 +868,7 @@ class QueueManagerTests(SynchronousTestCase):
     def test_delete(self) -> None:
         """
         L{QueueManager.delete} (C{postsuper -d} while running) removes the
-        file, logs Postfix's C{removed} line and forgets the backoff.
+        file and logs Postfix's C{removed} line.
         """
         self.network.down.add("192.0.2.9")
         queueID = self.commit(LATER)
@@ -843,7 +876,6 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(manager.delete([queueID, "4dFVry0000z3"])), [queueID])
         self.assertFalse(os.path.exists(self.path(queueID)))
         self.assertIn(f"{queueID}: removed", self.lines())
-        self.assertNotIn(queueID, manager._backoff)
         self.assertRaises(ValueError, manager.delete, ["../x"])
 
     # -- the next MX after a failed session ------------------------------

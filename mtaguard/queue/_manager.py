@@ -18,9 +18,12 @@ rewritten in place, then fsync) before it is logged:
 
   - C{sent} marks the recipient C{D}, C{bounced} (a 5xx) marks it C{B};
   - C{deferred} (a 4xx, a connection that failed or timed out) leaves it
-    C{P}; the file is tried again after a backoff that doubles from
-    C{minimal_backoff_time} up to C{maximal_backoff_time}.  Backoffs are
-    kept in memory only: after a restart every file is simply tried;
+    C{P}; the file is tried again after its time in the queue, bounded by
+    C{minimal_backoff_time} and C{maximal_backoff_time} (so the wait
+    roughly doubles, as with Postfix).  As Postfix does, the time of the
+    next attempt is the file's modification time, moved into the future:
+    nothing per deferred message stays in memory, and a restart keeps the
+    backoffs;
   - a recipient deferred when the message is older than
     C{maximal_queue_lifetime} (C{bounce_queue_lifetime} for a null-sender
     message) is bounced with C{message expired}.
@@ -95,6 +98,57 @@ Connector = Callable[[Any], IStreamClientEndpoint]
 def _readQueueFile(path: str) -> QueueFile:
     with open(path, "rb") as f:
         return parseQueueFile(f.read())
+
+
+def _listDue(directory: str, now: float) -> list[str]:
+    """
+    The queue files in C{directory} whose next attempt is due: those whose
+    modification time (the next attempt of a deferred file, the commit
+    time of a new one) is not in the future.
+    """
+    due = []
+    for name in os.listdir(directory):
+        if not isQueueID(name):
+            continue
+        try:
+            when = os.stat(os.path.join(directory, name)).st_mtime
+        except FileNotFoundError:
+            continue
+        if when <= now:
+            due.append(name)
+    return sorted(due)
+
+
+def _deferUntil(path: str, when: float) -> None:
+    """
+    Move the file's modification time to C{when}, its next attempt (the
+    file may be gone: another attempt removed it).
+    """
+    try:
+        os.utime(path, (when, when))
+    except FileNotFoundError:
+        pass
+
+
+def _makeDue(directory: str, names: Optional[Iterable[str]], now: float) -> list[str]:
+    """
+    Make files due now (postqueue -f, postsuper -r): every file in
+    C{directory}, or those of C{names} that exist.
+
+    @return: the queue IDs found.
+    """
+    found = []
+    for name in sorted(os.listdir(directory)) if names is None else names:
+        if not isQueueID(name):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if os.stat(path).st_mtime > now:
+                os.utime(path, (now, now))
+        except FileNotFoundError:
+            continue
+        found.append(name)
+    return found
 
 
 def _removeIfDone(path: str) -> bool:
@@ -251,7 +305,6 @@ class QueueManager(Service):
         #: Files being delivered now.
         self._busy: set[str] = set()
         #: queue ID -> (backoff in seconds, time of the next attempt).
-        self._backoff: dict[str, tuple[float, float]] = {}
         self._bounceQueued = bounceQueued if bounceQueued is not None else self.queued
         self._loop: Optional[LoopingCall] = None
         #: Idle connections kept for reuse, by L{_Connection.key}.
@@ -296,16 +349,13 @@ class QueueManager(Service):
         @return: fires when every attempt started by this run is over.
         """
         directory = self._store.activeDirectory
-        listing: Deferred[list[str]] = self._worker.run(lambda: os.listdir(directory))
+        now = self._clock.seconds()
+        listing: Deferred[list[str]] = self._worker.run(lambda: _listDue(directory, now))
 
         def listed(names: list[str]) -> Deferred[Any]:
-            now = self._clock.seconds()
             attempts = []
-            for name in sorted(names):
-                if not isQueueID(name) or name in self._busy:
-                    continue
-                backoff = self._backoff.get(name)
-                if backoff is not None and backoff[1] > now:
+            for name in names:
+                if name in self._busy:
                     continue
                 attempts.append(self.attempt(name))
             return gatherResults(attempts, consumeErrors=True)
@@ -350,7 +400,6 @@ class QueueManager(Service):
 
         def unreadable(failure: Failure) -> None:
             if failure.check(FileNotFoundError):
-                self._backoff.pop(queueID, None)
                 return None
             if failure.check(QueueFormatError):
                 # The local delivery manager moves it to corrupt/.
@@ -362,7 +411,6 @@ class QueueManager(Service):
             self._busy.discard(queueID)
             if queueID in self._again:
                 self._again.discard(queueID)
-                self._backoff.pop(queueID, None)
                 self.queued(queueID)
             return result
 
@@ -375,8 +423,11 @@ class QueueManager(Service):
         C{postqueue -f}: every deferred message becomes due now, and a queue
         run starts (this returns without waiting for it).
         """
-        self._backoff.clear()
-        self.runQueue().addErrback(lambda failure: self._log.failure("queue run failed", failure))
+        directory = self._store.activeDirectory
+        now = self._clock.seconds()
+        making = self._worker.run(lambda: _makeDue(directory, None, now))
+        making.addCallback(lambda _: self.runQueue())
+        making.addErrback(lambda failure: self._log.failure("queue run failed", failure))
 
     def deliverNow(self, queueID: str) -> Deferred[bool]:
         """
@@ -391,7 +442,6 @@ class QueueManager(Service):
 
         def checked(present: bool) -> bool:
             if present:
-                self._backoff.pop(queueID, None)
                 self.queued(queueID)
             return present
 
@@ -406,19 +456,13 @@ class QueueManager(Service):
         @return: fires with the queue IDs that were in the queue.
         @raise ValueError: if one of C{queueIDs} is not a queue ID.
         """
-        paths = None if queueIDs is None else [(queueID, self._activePath(queueID)) for queueID in queueIDs]
+        names = None if queueIDs is None else [queueID for queueID in queueIDs if self._activePath(queueID)]
         directory = self._store.activeDirectory
-
-        def present() -> list[str]:
-            if paths is None:
-                return sorted(name for name in os.listdir(directory) if isQueueID(name))
-            return [queueID for queueID, path in paths if os.path.isfile(path)]
-
-        listing: Deferred[list[str]] = self._worker.run(present)
+        now = self._clock.seconds()
+        listing: Deferred[list[str]] = self._worker.run(lambda: _makeDue(directory, names, now))
 
         def found(existing: list[str]) -> list[str]:
             for queueID in dict.fromkeys(existing):
-                self._backoff.pop(queueID, None)
                 if queueID in self._busy:
                     self._again.add(queueID)
                 else:
@@ -455,7 +499,6 @@ class QueueManager(Service):
 
         def unlinked(removed: list[str]) -> list[str]:
             for queueID in removed:
-                self._backoff.pop(queueID, None)
                 self._again.discard(queueID)
                 # Postfix's postsuper logs this line too.
                 self._log.info("{queueID}: removed", queueID=queueID)
@@ -505,24 +548,31 @@ class QueueManager(Service):
         notifying: Deferred[None] = succeed(None)
         if attempt.failures:
             notifying = self._notifySender(attempt)
+        path = attempt.path
+        retry: Optional[float] = None
         if attempt.deferred:
-            previous = self._backoff.get(queueID)
+            # Postfix's qmgr: the wait is the time in the queue so far,
+            # bounded, so it roughly doubles from one attempt to the next.
+            now = self._clock.seconds()
+            inQueue = now - attempt.queued.header.envelope.arrival
             minimum = float(self._view[params.minimal_backoff_time])
             maximum = float(self._view[params.maximal_backoff_time])
-            backoff = minimum if previous is None else min(max(previous[0] * 2, minimum), maximum)
-            self._backoff[queueID] = (backoff, self._clock.seconds() + backoff)
-        else:
-            self._backoff.pop(queueID, None)
-        path = attempt.path
+            retry = now + min(max(inQueue, minimum), maximum)
+
+        def finish() -> bool:
+            if _removeIfDone(path):
+                return True
+            if retry is not None:
+                _deferUntil(path, retry)
+            return False
 
         def remove(_: object) -> Deferred[bool]:
             # The notification is on stable storage before the bounced
             # recipients' queue file can go.
-            return self._worker.run(lambda: _removeIfDone(path))
+            return self._worker.run(finish)
 
         def removed(gone: bool) -> None:
             if gone:
-                self._backoff.pop(queueID, None)
                 self._log.info("{queueID}: removed", queueID=queueID)
 
         return notifying.addCallback(remove).addCallback(removed)
