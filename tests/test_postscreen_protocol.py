@@ -680,3 +680,45 @@ class OverlappingSessionTests(SynchronousTestCase):
         self.assertEqual(ps.logged[-1], "DISCONNECT [203.0.113.5]:41234")
         self.assertEqual(ps.clock.getDelayedCalls(), [])
         self.assertEqual(ps.factory.screening, 0)
+
+    def test_sharedStateHandsOffSilently(self) -> None:
+        """
+        A client that connects while another of its sessions is still being
+        screened, after a third one passed, is handed off on that shared
+        state without a C{PASS OLD} line (Postfix logs C{PASS OLD} only
+        after a cache lookup); the cache is not asked again.
+        """
+        cache = MemoryVerdictCache()
+        ps = Postscreen(self, cache=cache)
+        first = ps.connect(port=1)
+        ps.clock.advance(3)
+        ps.connect(port=2)
+        ps.clock.advance(3)
+        self.assertIsNotNone(first.protocol.handedOff)
+        self.assertIn("PASS NEW [203.0.113.5]:1", ps.logged)
+        fourth = ps.connect(port=4)
+        self.assertIsInstance(fourth.protocol.handedOff, SMTPServerProtocol)
+        self.assertEqual(fourth.take(), b"220 mx.example.org ESMTP Postfix\r\n")
+        self.assertNotIn("PASS OLD [203.0.113.5]:4", ps.logged)
+
+    def test_sameVerdictsNotWrittenAgain(self) -> None:
+        """
+        Verdicts equal to those just stored are not written to the cache
+        again.
+        """
+        writes: list[str] = []
+        cache = MemoryVerdictCache()
+        original = cache.put
+
+        def put(address: str, verdicts: Any) -> Deferred[None]:
+            writes.append(address)
+            return original(address, verdicts)
+
+        cache.put = put  # type: ignore[method-assign]
+        ps = Postscreen(self, cache=cache)
+        verdicts = Verdicts(int(T0) + 100, 1, 1, 1, 1)
+        ps.factory.storeVerdicts("203.0.113.5", verdicts)
+        ps.factory.storeVerdicts("203.0.113.5", verdicts)
+        self.assertEqual(writes, ["203.0.113.5"])
+        ps.factory.storeVerdicts("203.0.113.5", Verdicts(int(T0) + 200, 1, 1, 1, 1))
+        self.assertEqual(writes, ["203.0.113.5", "203.0.113.5"])

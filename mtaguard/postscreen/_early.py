@@ -519,7 +519,13 @@ class EarlySession:
     # Events --------------------------------------------------------------
 
     def connected(
-        self, now: float, *, access: Access, cached: Optional[Verdicts], allowlistVeto: bool
+        self,
+        now: float,
+        *,
+        access: Access,
+        cached: Optional[Verdicts],
+        allowlistVeto: bool,
+        shared: bool = False,
     ) -> list[Action]:
         """
         The connection is accepted and the access list consulted (steps 4
@@ -532,6 +538,10 @@ class EarlySession:
             not consult the cache).
         @param allowlistVeto: whether the server address fails
             C{postscreen_allowlist_interfaces}.
+        @param shared: whether C{cached} is the state of another open
+            session of the same client rather than the cache's entry: a
+            client that passed is then handed off without C{PASS OLD}, as
+            Postfix does (it logs C{PASS OLD} only after a cache lookup).
         """
         if self._phase is not _Phase.NEW:
             return []
@@ -560,7 +570,8 @@ class EarlySession:
             enabled.extend([*self._extras, *self._deepExtras])
             self._todo = {test for test in enabled if self._expiry[test] <= now}
             if not self._todo and not allowlistVeto:
-                actions.append(self._log(PASS_OLD_LOG_FORMAT))
+                if not shared:
+                    actions.append(self._log(PASS_OLD_LOG_FORMAT))
                 actions.append(self._finish(HandOff(teaserSent=False)))
                 return actions
         else:

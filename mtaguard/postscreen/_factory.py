@@ -88,6 +88,7 @@ class PostscreenFactory(Factory):
         self.screening = 0
         self._clients: dict[str, _Client] = collections.defaultdict(_Client)
         self._settings: dict[bool, EarlySettings] = {}
+        self._engineSettings: dict[bool, Any] = {}
         self._recent: collections.OrderedDict[str, Verdicts] = collections.OrderedDict()
         self._lookups: dict[str, list[Deferred[Optional[Verdicts]]]] = {}
         self._writes: set[Deferred[None]] = set()
@@ -150,9 +151,12 @@ class PostscreenFactory(Factory):
         """
         from ._engine import DummyEngine, EngineSettings
 
-        settings = EngineSettings.fromView(
-            self.view, self.earlySettings(), tlsAvailable=self.tlsCreator is not None
-        )
+        stress = self.view.stress
+        settings = self._engineSettings.get(stress)
+        if settings is None:
+            settings = self._engineSettings[stress] = EngineSettings.fromView(
+                self.view, self.earlySettings(), tlsAvailable=self.tlsCreator is not None
+            )
         return DummyEngine(
             settings,
             entry,
@@ -223,22 +227,33 @@ class PostscreenFactory(Factory):
 
     # -- the verdict cache ---------------------------------------------------
 
-    def verdictsFor(self, address: str) -> Deferred[Optional[Verdicts]]:
+    def sharedVerdicts(self, address: str) -> Optional[Verdicts]:
         """
-        What is known of the client: the verdicts of its other open
-        sessions (Postfix's per-client state), else of a recent session
-        here, else the cache's entry.  Concurrent sessions of one client
-        share one cache lookup.  Never fails: the cache degrades.
+        The verdicts of the client's other open sessions (Postfix's
+        per-client state), or L{None}.
         """
         client = self._clients.get(address)
-        if client is not None and client.verdicts is not None:
-            return succeed(client.verdicts)
+        return None if client is None else client.verdicts
+
+    def recentVerdicts(self, address: str) -> Optional[Verdicts]:
+        """
+        The client's verdicts from a recent session here (the memory in
+        front of the cache), or L{None}.
+        """
         if self.cache is None:
-            return succeed(None)
+            return None
         recent = self._recent.get(address)
         if recent is not None:
             self._recent.move_to_end(address)
-            return succeed(recent)
+        return recent
+
+    def verdictsFor(self, address: str) -> Deferred[Optional[Verdicts]]:
+        """
+        The cache's entry for the client.  Concurrent sessions of one
+        client share one cache lookup.  Never fails: the cache degrades.
+        """
+        if self.cache is None:
+            return succeed(None)
         waiting: Deferred[Optional[Verdicts]] = Deferred()
         pending = self._lookups.get(address)
         if pending is not None:
@@ -292,8 +307,11 @@ class PostscreenFactory(Factory):
         Remember C{verdicts} for the client's other and later sessions and
         store them in the cache.
         """
+        known = self._recent.get(address)
         self._remember(address, verdicts)
-        if self.cache is None:
+        if self.cache is None or known == verdicts:
+            # Nothing new to store (a client that keeps coming back with
+            # the same verdicts, e.g. zombies hanging up in the engine).
             return
 
         def failed(failure: Failure) -> None:

@@ -144,11 +144,21 @@ class PostscreenProtocol(Protocol):
         if access is Access.PERMIT:
             self._connected(access, None)
             return
+        # What is known without waiting: another open session's state
+        # (handed over silently), or a recent verdict held in memory.
+        shared = factory.sharedVerdicts(address)
+        if shared is not None:
+            self._connected(access, shared, shared=True)
+            return
+        recent = factory.recentVerdicts(address)
+        if recent is not None:
+            self._connected(access, recent)
+            return
         looking = factory.verdictsFor(address)
         looking.addCallback(lambda cached: self._connected(access, cached))
         looking.addErrback(self._failed, "cache lookup")
 
-    def _connected(self, access: Access, cached: Optional[Verdicts]) -> None:
+    def _connected(self, access: Access, cached: Optional[Verdicts], *, shared: bool = False) -> None:
         if self._done or self._early is None:
             return
         actions = self._early.connected(
@@ -156,6 +166,7 @@ class PostscreenProtocol(Protocol):
             access=access,
             cached=cached,
             allowlistVeto=self.factory.allowlistVeto(self.client.serverAddress),
+            shared=shared,
         )
         final = actions[-1] if actions else None
         if not isinstance(final, (HandOff, Drop)):
@@ -323,6 +334,8 @@ class PostscreenProtocol(Protocol):
 
     def _enterEngine(self, entry: EnterDummyEngine) -> None:
         self._engine = self.factory.newEngine(entry, self.client, self._start)
+        # The before-220 phase is over; its state is not needed any more.
+        self._early = None
         self._cancelPending()
         buffered, self._buffer = self._buffer, b""
         if self._paused:
