@@ -49,8 +49,6 @@ INTERNAL_PROGRAMS = frozenset(
     }
 )
 
-#: The programs mtaguard itself runs as services.
-RUNNABLE_PROGRAMS = frozenset({"postscreen", "smtpd", "smtp"})
 
 #: mtaguard's queue lives in this subdirectory of queue_directory.
 QUEUE_SUBDIRECTORY = "mtaguard"
@@ -384,30 +382,6 @@ def endpointDescriptions(entry: ServiceEntry, view: ParameterView) -> tuple[str,
     return tuple(descriptions)
 
 
-class UnavailableProgram(Service):
-    """
-    A master.cf service whose program this version of mtaguard does not
-    implement yet: it is reported at start-up and otherwise does nothing, so
-    a stock master.cf still starts.
-    """
-
-    def __init__(self, entry: ServiceEntry, endpoints: tuple[str, ...]) -> None:
-        self.entry = entry
-        self.endpoints = endpoints
-        Service.setName(self, f"{entry.name}/{entry.type}")
-
-    def startService(self) -> None:
-        Service.startService(self)
-        log.warn(
-            "warning: service {service}/{type}: program {command} is not available"
-            " in this version of mtaguard; not listening on {endpoints}",
-            service=self.entry.name,
-            type=self.entry.type,
-            command=self.entry.command,
-            endpoints=", ".join(self.endpoints) or "(none)",
-        )
-
-
 def makeMasterService(configuration: Configuration, *, reactor: Any) -> MultiService:
     """
     The service tree for a loaded configuration.
@@ -424,7 +398,8 @@ def makeMasterService(configuration: Configuration, *, reactor: Any) -> MultiSer
         if entry.command in INTERNAL_PROGRAMS:
             internal.append(f"{entry.name}/{entry.type}")
             continue
-        if entry.command not in RUNNABLE_PROGRAMS:
+        builder = programBuilders.get(entry.command)
+        if builder is None:
             log.warn(
                 "warning: {path}, line {line}: service {service}/{type}: program"
                 " {command} is not supported by mtaguard; mail routed to it"
@@ -438,12 +413,7 @@ def makeMasterService(configuration: Configuration, *, reactor: Any) -> MultiSer
             continue
         view = configuration.view(entry)
         endpoints = endpointDescriptions(entry, view)
-        builder = programBuilders.get(entry.command)
-        child: IService = (
-            builder(entry, view, endpoints, shared)
-            if builder is not None
-            else UnavailableProgram(entry, endpoints)
-        )
+        child: IService = builder(entry, view, endpoints, shared)
         child.setServiceParent(top)
     if internal:
         log.info(
