@@ -13,6 +13,7 @@ import socket
 from twisted.trial.unittest import TestCase
 
 from . import test_smtpd_proxy
+from .test_fail2ban import failedAddresses
 
 from .realpeers import (
     HOST,
@@ -143,6 +144,9 @@ class BotTests(PostscreenProcessTestCase):
         self.assertIn("NOQUEUE: reject: RCPT from [127.0.0.3]:", log)
         self.assertIn("DATA without valid RCPT from [127.0.0.3]:", log)
         self.assertNotIn("connect from unknown[127.0.0.3]", log)
+        # The shipped fail2ban filter finds the bot in postscreen's real
+        # log lines.
+        self.assertGreaterEqual(failedAddresses(self, self.server.logPath)["127.0.0.3"], 1)
 
 
 class PostscreenHAProxyTests(test_smtpd_proxy.HAProxyTests):
