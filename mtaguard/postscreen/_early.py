@@ -446,8 +446,9 @@ class EarlySession:
         self._pregreeted = False
         self._vetoed = False
         self._dnsbl: Optional[_DNSBLResult] = None
+        # Sorted once here (settings.extras is in name order already).
         self._extras = {extra.name: extra for extra in settings.extras if not extra.afterGreeting}
-        self._deepExtras = tuple(sorted(extra.name for extra in settings.extras if extra.afterGreeting))
+        self._deepExtras = tuple(extra.name for extra in settings.extras if extra.afterGreeting)
         self._extraResults: dict[str, Optional[tuple[bool, str, str, float]]] = {}
 
     # Helpers -------------------------------------------------------------
@@ -498,7 +499,7 @@ class EarlySession:
             else:
                 times.append(0 if self._settings.enabled(test) else 1)
         extra = []
-        for name in sorted([*self._extras, *self._deepExtras]):
+        for name in sorted([*self._extras, *self._deepExtras]) if self._extras or self._deepExtras else ():
             if name in self._passed:
                 extra.append((name, self._passed[name]))
             elif self._expiry.get(name, 0) > 1:
@@ -587,7 +588,7 @@ class EarlySession:
             self._teaserSent = True
         if DNSBL in self._todo:
             actions.append(StartDNSBL())
-        extras = [name for name in sorted(self._extras) if name in self._todo]
+        extras = [name for name in self._extras if name in self._todo]
         actions.extend(StartCheck(name) for name in extras)
         if PREGREET in self._todo or DNSBL in self._todo or extras:
             self._phase = _Phase.WAITING
@@ -717,7 +718,7 @@ class EarlySession:
                 # ignore: un-fail, not passed: the test repeats next time.
             else:
                 self._passed[DNSBL] = stamp + int(result.ttl)
-        for name in sorted(self._extras):
+        for name in self._extras:
             if name not in self._todo:
                 continue
             answer = self._extraResults.get(name)

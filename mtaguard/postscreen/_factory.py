@@ -89,6 +89,7 @@ class PostscreenFactory(Factory):
         self._clients: dict[str, _Client] = collections.defaultdict(_Client)
         self._settings: dict[bool, EarlySettings] = {}
         self._engineSettings: dict[bool, Any] = {}
+        self._accessDecisions: dict[str, Access] = {}
         self._recent: collections.OrderedDict[str, Verdicts] = collections.OrderedDict()
         self._lookups: dict[str, list[Deferred[Optional[Verdicts]]]] = {}
         self._writes: set[Deferred[None]] = set()
@@ -176,7 +177,15 @@ class PostscreenFactory(Factory):
         check = self.checks.builtins.get("access")
         if check is None:
             return Access.DUNNO
-        decision: Access = check.detail.decide(address, self._isMyNetwork)
+        # The list and its tables are fixed while the service runs, so a
+        # decision holds; clients come back, and parsing addresses is not
+        # free.
+        decision = self._accessDecisions.get(address)
+        if decision is None:
+            decision = check.detail.decide(address, self._isMyNetwork)
+            if len(self._accessDecisions) >= RECENT_LIMIT:
+                self._accessDecisions.clear()
+            self._accessDecisions[address] = decision
         return decision
 
     def allowlistVeto(self, serverAddress: str) -> bool:
