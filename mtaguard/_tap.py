@@ -51,6 +51,12 @@ def loadFromOptions(options: Options, stderr: TextIO) -> Configuration:
             configuration = builtinConfiguration()
         else:
             configuration = loadConfiguration(directory)
+            if any("unused parameter: mtaguard_" in warning for warning in configuration.warnings):
+                # Check plugins declare their own parameters when imported.
+                from .postscreen._checks import declarePluginParameters
+
+                declarePluginParameters(setting.name for setting in configuration.main.settings)
+                configuration = loadConfiguration(directory)
     except ConfigurationError as error:
         stderr.write(f"mtaguard: fatal: {error}\n")
         stderr.flush()

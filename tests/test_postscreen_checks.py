@@ -222,3 +222,47 @@ class ThirdPartyPluginTests(ServiceHarness, TestCase):
         self.assertTrue(any(line.startswith("PASS NEW [127.0.0.3]:") for line in self.logged))
         verdicts = yield self.cached(port, "127.0.0.3")
         self.assertGreater(verdicts.extraTime("example"), 0)
+
+    def configDirectory(self) -> str:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "main.cf"), "w") as handle:
+            handle.write(f"mtaguard_example_check_file = {self.badClients}\nmtaguard_no_such_thing = 1\n")
+        with open(os.path.join(directory, "master.cf"), "w") as handle:
+            handle.write("127.0.0.1:2599 inet n - n - - smtpd\n")
+        return directory
+
+    def test_parametersKnownToTwistd(self) -> None:
+        """
+        Starting the service, a plugin's parameter set in main.cf is not an
+        "unused parameter"; a misspelt one still is.
+        """
+        import io
+
+        from mtaguard import _tap
+
+        options = _tap.Options()
+        options.parseOptions(["-c", self.configDirectory()])
+        stderr = io.StringIO()
+        _tap.loadFromOptions(options, stderr)
+        self.assertNotIn("mtaguard_example_check_file", stderr.getvalue())
+        self.assertIn("unused parameter: mtaguard_no_such_thing=1", stderr.getvalue())
+
+    def test_parametersKnownToPostconf(self) -> None:
+        """
+        mtaguard-postconf knows an installed plugin's parameters: no
+        "unused parameter" warning, and C{-d} prints its default.
+        """
+        import io
+
+        from mtaguard.postconf._cli import run
+
+        directory = self.configDirectory()
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(run(["-c", directory, "-n"], out, err, {}), 0)
+        self.assertIn(f"mtaguard_example_check_file = {self.badClients}", out.getvalue())
+        self.assertNotIn("mtaguard_example_check_file", err.getvalue())
+        self.assertIn("unused parameter: mtaguard_no_such_thing=1", err.getvalue())
+        out = io.StringIO()
+        self.assertEqual(run(["-c", directory, "-d", "mtaguard_example_check_action"], out, io.StringIO(), {}), 0)
+        self.assertEqual(out.getvalue(), "mtaguard_example_check_action = enforce\n")

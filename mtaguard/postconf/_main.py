@@ -32,6 +32,7 @@ from mtaguard.config._maincf import (
     parseMainCf,
 )
 from mtaguard.config._registry import Registry, registry as _registry
+from mtaguard.postscreen._checks import declarePluginParameters
 
 #: The program name used in messages and as C{process_name}.
 PROGRAM = "mtaguard-postconf"
@@ -325,6 +326,7 @@ def runQuery(
             # of main.cf values, so that -n reports it.
             values["config_directory"] = configDirectory
     services = readServices(configDirectory, messages)
+    declarePluginParameters([*values, *names])
     hostDefaults = _hostDefaults(configDirectory, options.defaults)
     readOnly = [name for name in values if name in READ_ONLY_PARAMETERS]
     if options.defaults:

@@ -192,6 +192,23 @@ def discoverChecks(packages: Optional[Sequence[Any]] = None) -> list[IPostscreen
     return sorted(found.values(), key=lambda c: (str(c.name) not in BUILTIN_NAMES, str(c.name)))
 
 
+def declarePluginParameters(names: Iterable[str]) -> None:
+    """
+    Make sure the parameters of installed check plugins are declared when
+    C{names} mention an undeclared C{mtaguard_} name: plugins declare
+    theirs when their module is imported, which discovery does.  A broken
+    plugin is left for the service to report.
+    """
+    from ..config import registry
+
+    if not any(name.startswith("mtaguard_") and name not in registry for name in names):
+        return
+    try:
+        discoverChecks()
+    except ConfigurationError:
+        pass
+
+
 @attr.frozen
 class ConfiguredChecks:
     """
@@ -291,6 +308,7 @@ __all__: Sequence[str] = [
     "ConfiguredChecks",
     "ToggledTest",
     "configureChecks",
+    "declarePluginParameters",
     "discoverChecks",
     "runCheck",
 ]
