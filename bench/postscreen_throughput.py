@@ -710,7 +710,7 @@ def main() -> None:
                 print(f"| {instance.name} | {mode} | {clean:,.0f} | {loaded:,.0f} | {loaded / clean:.2f}× |"
                       f" {cleanCpu:,.0f} → {loadedCpu:,.0f} |"
                       f" {rssBefore / 1024:.1f} → {rssAfter / 1024:.1f} MB |"
-                      f" {(rssAfter - rssBefore) / arguments.zombies:.2f} KB |")
+                      f" {(rssAfter - rssBefore) / max(1, arguments.zombies):.2f} KB |")
         print()
         print("Control: the same runs on an identical second server (twin) that never holds zombies, each run"
               " right after the first one's (medians; ratio = first / twin):")
