@@ -77,6 +77,8 @@ median = statistics.median
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from smtpd_throughput import (  # noqa: E402
+    startPostfix,
+    stopPostfix,
     HOST,
     ROOT,
     SMTP_SOURCE,
@@ -293,19 +295,8 @@ class PostfixInstance(Instance):
                 "tlsproxy unix - - n - 0 tlsproxy\n"
                 "postlog unix-dgram n - n - 1 postlogd\n"
             )
-        # The master and its children inherit this script's raised limit.
-        result = subprocess.run(
-            ["script", "-qc", f"postfix -c {self.config} start", "/dev/null"],
-            capture_output=True, timeout=60,
-        )
-        pidFile = os.path.join(base, "spool", "pid", "master.pid")
-        deadline = time.monotonic() + 20
-        while not os.path.exists(pidFile) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not os.path.exists(pidFile):
-            raise RuntimeError(f"postfix did not start: {result.stdout!r}")
-        with open(pidFile) as handle:
-            self.pid = int(handle.read().strip())
+        # The master and its children inherit this script's limits.
+        self.pid = startPostfix(self.config, base)
         waitListening(self.smtpdPort)
         connectOnly(self.postscreenPort)
 
@@ -347,10 +338,7 @@ class PostfixInstance(Instance):
         return _logCounts(self.log)
 
     def stop(self) -> None:
-        subprocess.run(
-            ["script", "-qc", f"postfix -c {self.config} stop", "/dev/null"],
-            capture_output=True, timeout=60,
-        )
+        stopPostfix(self.config)
 
 
 # --- clients -----------------------------------------------------------------

@@ -54,6 +54,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from smtpd_throughput import (  # noqa: E402
+    startPostfix,
+    stopPostfix,
     HOST,
     ROOT,
     SESSIONS,
@@ -217,25 +219,12 @@ class PostfixRelay(Server):
                 "scache unix - - n - 1 scache\n"
                 "postlog unix-dgram n - n - 1 postlogd\n"
             )
-        result = subprocess.run(
-            ["script", "-qc", f"postfix -c {self.config} start", "/dev/null"],
-            capture_output=True, timeout=60,
-        )
-        pidFile = os.path.join(base, "spool", "pid", "master.pid")
-        deadline = time.monotonic() + 20
-        while not os.path.exists(pidFile) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not os.path.exists(pidFile):
-            raise RuntimeError(f"postfix did not start: {result.stdout!r}")
-        with open(pidFile) as handle:
-            self.pid = int(handle.read().strip())
+        # The master and its children inherit this script's limits.
+        self.pid = startPostfix(self.config, base)
         waitListening(self.port)
 
     def stop(self) -> None:
-        subprocess.run(
-            ["script", "-qc", f"postfix -c {self.config} stop", "/dev/null"],
-            capture_output=True, timeout=60,
-        )
+        stopPostfix(self.config)
 
 
 def queuedFiles(server: Server) -> int:

@@ -278,6 +278,38 @@ def startSubcommand(name: str, command: str) -> ChildServer:
     return ChildServer(name, [sys.executable, os.path.abspath(__file__), command, str(port)], port)
 
 
+def startPostfix(config: str, base: str) -> int:
+    """
+    Start a private Postfix instance (C{postfix -c CONFIG start}, under
+    C{script} for the terminal it wants) whose spool is under C{base}.
+
+    @return: its master's process ID.
+    @raise RuntimeError: if it does not start within 20 seconds.
+    """
+    result = subprocess.run(
+        ["script", "-qc", f"postfix -c {config} start", "/dev/null"],
+        capture_output=True, timeout=60,
+    )
+    pidFile = os.path.join(base, "spool", "pid", "master.pid")
+    deadline = time.monotonic() + 20
+    while not os.path.exists(pidFile) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not os.path.exists(pidFile):
+        raise RuntimeError(f"postfix did not start: {result.stdout!r}")
+    with open(pidFile) as handle:
+        return int(handle.read().strip())
+
+
+def stopPostfix(config: str) -> None:
+    """
+    Stop a private Postfix instance started by L{startPostfix}.
+    """
+    subprocess.run(
+        ["script", "-qc", f"postfix -c {config} stop", "/dev/null"],
+        capture_output=True, timeout=60,
+    )
+
+
 class PostfixServer(Server):
     """
     A private Postfix instance under C{work}/postfix.
@@ -327,25 +359,12 @@ class PostfixServer(Server):
                 "scache unix - - n - 1 scache\n"
                 "postlog unix-dgram n - n - 1 postlogd\n"
             )
-        result = subprocess.run(
-            ["script", "-qc", f"postfix -c {self.config} start", "/dev/null"],
-            capture_output=True, timeout=60,
-        )
-        pidFile = os.path.join(base, "spool", "pid", "master.pid")
-        deadline = time.monotonic() + 20
-        while not os.path.exists(pidFile) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not os.path.exists(pidFile):
-            raise RuntimeError(f"postfix did not start: {result.stdout!r}")
-        with open(pidFile) as handle:
-            self.pid = int(handle.read().strip())
+        # The master and its children inherit this script's limits.
+        self.pid = startPostfix(self.config, base)
         waitListening(self.port)
 
     def stop(self) -> None:
-        subprocess.run(
-            ["script", "-qc", f"postfix -c {self.config} stop", "/dev/null"],
-            capture_output=True, timeout=60,
-        )
+        stopPostfix(self.config)
 
 
 def smtpSource(port: int, size: int, messages: int, sessions: int = SESSIONS) -> float:
