@@ -354,6 +354,63 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertEqual(len(sent), 1)
         self.assertIn("fsync", kinds[: sent[0]])
 
+    def test_removedWithLastMarker(self) -> None:
+        """
+        The worker job that makes the last pending recipient's done marker
+        durable removes the file too (after the fsync): the file is read
+        once, not again to find that nothing is pending.
+        """
+        queueID = self.commit(OK)
+        jobs: list[str] = []
+        worker = self.store.worker
+
+        class CountingWorker:
+            def run(self, job: Callable[[], Any]) -> Deferred[Any]:
+                jobs.append(getattr(job, "__name__", "?"))
+                return worker.run(job)
+
+        self.store.worker = CountingWorker()  # type: ignore[assignment]
+        path = self.path(queueID)
+        present: list[bool] = []
+        makeManager = self.makeManager
+
+        def observing(**values: str) -> QueueManager:
+            manager = makeManager(**values)
+            fsync = manager._fsync
+
+            def checked(descriptor: int) -> None:
+                fsync(descriptor)
+                present.append(os.path.exists(path))
+
+            manager._fsync = checked
+            return manager
+
+        self.makeManager = observing  # type: ignore[method-assign]
+        self.start()
+        self.assertEqual(self.delivered(), [(OK,)])
+        self.assertEqual(present, [True])
+        self.assertFalse(os.path.exists(path))
+        # The queue run's listing, the read, the marker with the removal.
+        self.assertEqual(len(jobs), 3, jobs)
+        self.assertEqual(jobs[-1], "mark")
+        self.assertIn(f"{queueID}: removed", self.lines())
+        sent = [i for i, line in enumerate(self.lines()) if "status=sent" in line]
+        self.assertLess(sent[0], self.lines().index(f"{queueID}: removed"))
+
+    def test_bouncedRemovedAfterNotification(self) -> None:
+        """
+        A file whose last recipient bounced goes only once the
+        notification is queued, without being read again.
+        """
+        self.network.serverSettings["smtpd_relay_restrictions"] = "reject_unauth_destination"
+        queueID = self.commit(OK, BAD)
+        self.start()
+        self.assertFalse(os.path.exists(self.path(queueID)))
+        lines = self.lines()
+        notified = [i for i, line in enumerate(lines) if "sender non-delivery notification" in line]
+        self.assertEqual(len(notified), 1, lines)
+        self.assertLess(notified[0], lines.index(f"{queueID}: removed"))
+
     def test_localLeftAlone(self) -> None:
         """
         Local recipients are not delivered by the queue manager and keep

@@ -205,6 +205,15 @@ class _Attempt:
         self.byAddress: dict[str, list[QueuedRecipient]] = {}
         for recipient in queued.header.pending:
             self.byAddress.setdefault(recipient.address, []).append(recipient)
+        #: The status offsets of the recipients pending when the file was
+        #: read (local ones included) whose done marker is not yet
+        #: durable: while one is left, only a fresh read of the file can
+        #: tell whether it may go.
+        self.remaining = {recipient.statusOffset for recipient in queued.header.pending}
+        #: Marker jobs of this attempt in the worker now.
+        self.marking = 0
+        #: The file was removed by the job that wrote its last done marker.
+        self.removed = False
         self.deferred = False
         self.bounced = False
         #: The recipients bounced in this attempt, for the notification.
@@ -559,7 +568,21 @@ class QueueManager(Service):
             maximum = float(self._view[params.maximal_backoff_time])
             retry = now + min(max(inQueue, minimum), maximum)
 
+        if attempt.removed:
+            # Gone with its last done marker (see _record).
+            self._log.info("{queueID}: removed", queueID=queueID)
+            return notifying
+        # Every recipient pending at the start of the attempt, local ones
+        # included, is durably marked done: no need to read the file again.
+        allDone = not attempt.remaining
+
         def finish() -> bool:
+            if allDone:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    return False
+                return True
             if _removeIfDone(path):
                 return True
             if retry is not None:
@@ -1090,16 +1113,45 @@ class QueueManager(Service):
         marker = {"sent": RecipientStatus.DELIVERED, "bounced": RecipientStatus.BOUNCED}.get(status)
         entries = [entry for address in recipients for entry in attempt.byAddress.get(address, [])]
         path = attempt.path
+        # The last recipient pending in the file is delivered, and no other
+        # marker of this attempt is still being written: the same worker
+        # job removes the file once this marker is durable (a bounce waits
+        # for its notification to be queued first, in _finishFile).
+        last = (
+            marker is RecipientStatus.DELIVERED
+            and attempt.marking == 0
+            and not attempt.failures
+            and not attempt.deferred
+            and attempt.remaining.issubset(entry.statusOffset for entry in entries)
+        )
 
-        def mark() -> None:
+        def mark() -> bool:
             if marker is None:
-                return
+                return False
             for entry in entries:
-                markRecipient(path, entry, marker, self._fsync)
+                if not markRecipient(path, entry, marker, self._fsync):
+                    # Deleted meanwhile (postsuper -d): nothing to remove.
+                    return False
+            if not last:
+                return False
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return False
+            return True
 
-        marking: Deferred[None] = self._worker.run(mark)
+        attempt.marking += 1
+        marking: Deferred[bool] = self._worker.run(mark)
 
-        def marked(result: None) -> None:
+        def settled(result: Any) -> Any:
+            attempt.marking -= 1
+            return result
+
+        def marked(removed: bool) -> None:
+            if marker is not None:
+                attempt.remaining.difference_update(entry.statusOffset for entry in entries)
+            if removed:
+                attempt.removed = True
             if status == "deferred":
                 attempt.deferred = True
             elif status == "bounced":
@@ -1114,7 +1166,7 @@ class QueueManager(Service):
             for address in recipients:
                 self._logOutcome(attempt, address, relay, connected, dsn, f"{status} ({reason})", connectionUse)
 
-        return marking.addCallback(marked)
+        return marking.addBoth(settled).addCallback(marked)
 
     def _logOutcome(
         self,
