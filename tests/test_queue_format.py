@@ -55,6 +55,18 @@ class RoundTripTests(SynchronousTestCase):
             [RecipientStatus.PENDING] * len(envelope.recipients),
         )
 
+    @given(queueIDs, envelopes, st.binary(max_size=300))
+    def test_committedHeader(self, queueID: str, envelope: Envelope, content: bytes) -> None:
+        """
+        The header the store hands a delivery agent at commit, without
+        reading the file, is the one reading the file gives.
+        """
+        encoded = encodeHeader(queueID, envelope)
+        self.assertEqual(
+            encoded.committedHeader(queueID, envelope, len(content)),
+            parseQueueFile(encodeQueueFile(queueID, envelope, content)).header,
+        )
+
     @given(queueIDs, envelopes, st.binary(max_size=50), st.data())
     def test_statusRewrittenInPlace(self, queueID: str, envelope: Envelope, content: bytes, data: st.DataObject) -> None:
         """

@@ -26,6 +26,7 @@ from zope.interface import implementer
 from mtaguard.client import Destination, Router
 from mtaguard.config import ParameterView
 from mtaguard.queue import Envelope, QueueManager, QueueStore, RecipientStatus, SynchronousWorker, parseQueueFile
+from mtaguard.queue._store import ManualWorker
 from mtaguard.smtpd import ServerContext, SMTPServerProtocol
 from mtaguard.testing import MemoryQueue
 
@@ -543,6 +544,107 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertIn(f"Final-Recipient: rfc822; {BAD}".encode(), queued.content)
         self.assertIn(b"Status: 5.7.1", queued.content)
         self.assertNotIn(f"Final-Recipient: rfc822; {LATER}".encode(), queued.content)
+
+    def commitTold(self, *recipients: str, sender: str = "sender@client.example") -> str:
+        """
+        Commit a message and tell the running manager, as smtpd does
+        through L{mtaguard.service.SharedServices.queued}: from the
+        commit's callback.
+        """
+        envelope = Envelope(
+            sender=sender,
+            recipients=recipients,
+            parameters=(),
+            clientAddress="192.0.2.7",
+            clientPort=40123,
+            clientName="unknown",
+            helo="client.example",
+            protocol="ESMTP",
+            tls=False,
+            authUser=None,
+            arrival=self.clock.seconds(),
+        )
+        manager = self.manager
+        assert manager is not None
+        # As with the thread pool, the commit fires after smtpd added its
+        # callback.
+        worker = self.store.worker
+        held = ManualWorker()
+        self.store.worker = held
+        try:
+            message = self.store.newMessage(envelope)
+            message.write(CONTENT)
+            committed = message.commit()
+            committed.addCallback(lambda queueID: manager.queued(queueID, recipients) or queueID)
+            held.runAll()
+        finally:
+            self.store.worker = worker
+        queueID = self.successResultOf(committed)
+        self.network.settle()
+        return queueID
+
+    def test_committedNotReadBack(self) -> None:
+        """
+        A message the manager is told about as it is committed is
+        delivered from what the store knows: its file is not read back
+        (its last marker's job removes it), and the header the store gives
+        is the one a read would give.
+        """
+        self.start()
+        headers: list[Any] = []
+        committedHeader = self.store.committedHeader
+
+        def recorded(queueID: str) -> Any:
+            header = committedHeader(queueID)
+            headers.append(header)
+            return header
+
+        self.patch(self.store, "committedHeader", recorded)
+        jobs: list[str] = []
+        worker = self.store.worker
+
+        class CountingWorker:
+            def run(self, job: Callable[[], Any]) -> Deferred[Any]:
+                jobs.append(getattr(job, "__name__", "?"))
+                return worker.run(job)
+
+        manager = self.manager
+        assert manager is not None
+        self.patch(manager, "_worker", CountingWorker())
+        queueID = self.commitTold(OK, "second@mx.example.org", LOCAL)
+        [header] = headers
+        self.assertIsNotNone(header)
+        with open(self.path(queueID), "rb") as handle:
+            self.assertEqual(parseQueueFile(handle.read()).header, header.__class__(
+                queueID=header.queueID,
+                envelope=header.envelope,
+                recipients=tuple(
+                    r.__class__(r.address, r.status if r.address == LOCAL else RecipientStatus.DELIVERED, r.statusOffset)
+                    for r in header.recipients
+                ),
+                size=header.size,
+                contentOffset=header.contentOffset,
+            ))
+        self.assertEqual(self.delivered(), [(OK, "second@mx.example.org")])
+        # No read: the two markers, then (a local recipient is pending) the
+        # look at the file that keeps it.
+        self.assertEqual(jobs, ["mark", "mark", "finish"])
+        self.assertTrue(os.path.exists(self.path(queueID)))
+
+    def test_committedBounceHasContent(self) -> None:
+        """
+        A bounce for a message whose header came from the store reads the
+        content for the notification.
+        """
+        self.start()
+        self.network.serverSettings["smtpd_relay_restrictions"] = "reject_unauth_destination"
+        queueID = self.commitTold(BAD, sender="sender@local.example")
+        [line] = [l for l in self.lines() if l.startswith(f"{queueID}: sender non-delivery notification: ")]
+        bounceID = line.rsplit(" ", 1)[1]
+        with open(self.path(bounceID), "rb") as handle:
+            queued = parseQueueFile(handle.read())
+        self.assertIn(b"Subject: hello", queued.content)
+        self.assertFalse(os.path.exists(self.path(queueID)))
 
     def test_connectFailureDeferred(self) -> None:
         """
@@ -1219,7 +1321,7 @@ class ServiceWiringTests(SynchronousTestCase):
         self.assertIsInstance(control, ControlService)
         self.assertEqual(control.path, os.path.join(queueDirectory, "mtaguard", "private", "control"))
         calls: list[str] = []
-        self.patch(manager, "attempt", lambda queueID: calls.append(queueID) or succeed(None))
+        self.patch(manager, "attempt", lambda queueID, header=None: calls.append(queueID) or succeed(None))
         shared.queued("ID1", ("a@remote.example",))
         shared.queued("ID2", ("postmaster@mx.example.org",))
         self.assertEqual(calls, ["ID1"])

@@ -110,6 +110,25 @@ class EncodedHeader:
 
     data: bytes
     sizeOffset: int
+    #: The offsets of the recipients' status fields, in the order of the
+    #: envelope's recipients.
+    recipientOffsets: tuple[int, ...] = ()
+
+    def committedHeader(self, queueID: str, envelope: Envelope, size: int) -> QueueFileHeader:
+        """
+        The header as L{parseHeader} reads it back once the message is
+        committed with C{size} bytes of content, every recipient pending.
+        """
+        return QueueFileHeader(
+            queueID=queueID,
+            envelope=envelope,
+            recipients=tuple(
+                QueuedRecipient(address, RecipientStatus.PENDING, offset)
+                for address, offset in zip(envelope.recipients, self.recipientOffsets)
+            ),
+            size=size,
+            contentOffset=len(self.data),
+        )
 
 
 # Bytes that would break the line structure (controls, space, DEL) or the
@@ -177,9 +196,14 @@ def encodeHeader(queueID: str, envelope: Envelope) -> EncodedHeader:
     lines.append(b"tls " + (b"yes" if envelope.tls else b"no"))
     if envelope.authUser is not None:
         lines.append(b"auth_user " + _escape(envelope.authUser))
+    offset = sum(len(line) + 1 for line in lines)
+    recipientOffsets = []
     for recipient in envelope.recipients:
-        lines.append(b"recipient " + RecipientStatus.PENDING.value + b" " + _escape(recipient))
-    return EncodedHeader(b"\n".join(lines) + b"\n\n", sizeOffset)
+        line = b"recipient " + RecipientStatus.PENDING.value + b" " + _escape(recipient)
+        recipientOffsets.append(offset + len(b"recipient "))
+        offset += len(line) + 1
+        lines.append(line)
+    return EncodedHeader(b"\n".join(lines) + b"\n\n", sizeOffset, tuple(recipientOffsets))
 
 
 # Fields that appear exactly once, and their parsers.

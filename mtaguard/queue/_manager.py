@@ -83,7 +83,7 @@ from ..client._sasl import SASLClientSettings
 from ..config import ParameterView, params
 from ._dsn import FailedRecipient, buildBounce
 from ._envelope import Envelope
-from ._format import QueueFile, QueueFormatError, QueuedRecipient, RecipientStatus, parseQueueFile
+from ._format import QueueFile, QueueFileHeader, QueueFormatError, QueuedRecipient, RecipientStatus, parseQueueFile
 from ._ids import isQueueID
 from ._local import formatDelay
 from ._markers import markRecipient
@@ -197,19 +197,25 @@ class _Attempt:
     One delivery attempt of one queue file: what is known about it.
     """
 
-    def __init__(self, queueID: str, path: str, queued: QueueFile, started: float) -> None:
+    def __init__(
+        self, queueID: str, path: str, header: QueueFileHeader, content: Optional[bytes], started: float
+    ) -> None:
         self.queueID = queueID
         self.path = path
-        self.queued = queued
+        self.header = header
+        #: The message content if the file was read, else C{None} (the
+        #: header came from the store at commit): read when needed.
+        self.content = content
         self.started = started
+        pending = header.pending
         self.byAddress: dict[str, list[QueuedRecipient]] = {}
-        for recipient in queued.header.pending:
+        for recipient in pending:
             self.byAddress.setdefault(recipient.address, []).append(recipient)
         #: The status offsets of the recipients pending when the file was
         #: read (local ones included) whose done marker is not yet
         #: durable: while one is left, only a fresh read of the file can
         #: tell whether it may go.
-        self.remaining = {recipient.statusOffset for recipient in queued.header.pending}
+        self.remaining = {recipient.statusOffset for recipient in pending}
         #: Marker jobs of this attempt in the worker now.
         self.marking = 0
         #: The file was removed by the job that wrote its last done marker.
@@ -390,22 +396,33 @@ class QueueManager(Service):
             return
         if queueID in self._busy:
             return
-        self.attempt(queueID).addErrback(
+        # Just committed: the store knows what the file says; it is not
+        # read back.
+        header = self._store.committedHeader(queueID)
+        self.attempt(queueID, header).addErrback(
             lambda failure: self._log.failure("{queueID}: delivery failed", failure, queueID=queueID)
         )
 
-    def attempt(self, queueID: str) -> Deferred[None]:
+    def attempt(self, queueID: str, header: Optional[QueueFileHeader] = None) -> Deferred[None]:
         """
         One delivery attempt of one queue file, now.
+
+        @param header: the file's header as just committed, if known: the
+            file is then not read.
         """
         if queueID in self._busy:
             return succeed(None)
         self._busy.add(queueID)
         path = os.path.join(self._store.activeDirectory, queueID)
-        reading: Deferred[QueueFile] = self._worker.run(lambda: _readQueueFile(path))
+        reading: Deferred[QueueFile]
+        if header is not None:
+            reading = succeed(QueueFile(header, b""))
+        else:
+            reading = self._worker.run(lambda: _readQueueFile(path))
 
         def read(queued: QueueFile) -> Deferred[None] | None:
-            return self._deliverFile(_Attempt(queueID, path, queued, self._clock.seconds()))
+            content = None if header is not None else queued.content
+            return self._deliverFile(_Attempt(queueID, path, queued.header, content, self._clock.seconds()))
 
         def unreadable(failure: Failure) -> None:
             if failure.check(FileNotFoundError):
@@ -526,7 +543,7 @@ class QueueManager(Service):
     def _deliverFile(self, attempt: _Attempt) -> Deferred[None]:
         from ..client import RoutingError, groupByNexthop
 
-        remote = [r.address for r in attempt.queued.header.pending if not self._isLocal(r.address)]
+        remote = [r.address for r in attempt.header.pending if not self._isLocal(r.address)]
         work: list[Deferred[None]] = []
         if remote:
             routes: dict[str, Any] = {}
@@ -563,7 +580,7 @@ class QueueManager(Service):
             # Postfix's qmgr: the wait is the time in the queue so far,
             # bounded, so it roughly doubles from one attempt to the next.
             now = self._clock.seconds()
-            inQueue = now - attempt.queued.header.envelope.arrival
+            inQueue = now - attempt.header.envelope.arrival
             minimum = float(self._view[params.minimal_backoff_time])
             maximum = float(self._view[params.maximal_backoff_time])
             retry = now + min(max(inQueue, minimum), maximum)
@@ -607,7 +624,32 @@ class QueueManager(Service):
         itself a notification (null sender), as Postfix does not bounce
         bounces to their sender.
         """
-        header = attempt.queued.header
+        if attempt.header.envelope.sender and attempt.content is None:
+            # The header came from the store: read the content now.
+            path = attempt.path
+            offset = attempt.header.contentOffset
+
+            def readContent() -> bytes:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    return f.read()
+
+            def gotContent(content: bytes) -> Deferred[None]:
+                attempt.content = content
+                return self._notifySender(attempt)
+
+            def unreadable(failure: Failure) -> None:
+                failure.trap(OSError)
+                # As when the notification cannot be queued (below).
+                self._log.warn(
+                    "warning: {queueID}: cannot queue non-delivery notification: {error}",
+                    queueID=attempt.queueID,
+                    error=failure.getErrorMessage(),
+                )
+
+            reading: Deferred[bytes] = self._worker.run(readContent)
+            return reading.addCallbacks(gotContent, unreadable)
+        header = attempt.header
         sender = header.envelope.sender
         failures, attempt.failures = attempt.failures, []
         if not sender:
@@ -624,7 +666,7 @@ class QueueManager(Service):
             arrival=header.envelope.arrival,
             now=now,
             failures=failures,
-            original=attempt.queued.content,
+            original=attempt.content or b"",
             sizeLimit=self._view[params.bounce_size_limit],
             boundary=f"{attempt.queueID}.{int(now)}/{myhostname}",
         )
@@ -1016,7 +1058,7 @@ class QueueManager(Service):
             return self._record(
                 attempt, recipients, relay, started, "deferred", "4.3.0", f"cannot read queue file: {problem}"
             ).addCallback(lambda ignored: [])
-        message = OutboundMessage.fromQueueFile(attempt.queued.header, source, tuple(recipients))
+        message = OutboundMessage.fromQueueFile(attempt.header, source, tuple(recipients))
         try:
             delivering: Deferred[Any] = protocol.deliver(message)
         except RuntimeError:
@@ -1104,7 +1146,7 @@ class QueueManager(Service):
             relay, as Postfix's does for a reused connection.
         """
         if status == "deferred":
-            header = attempt.queued.header
+            header = attempt.header
             lifetime = self._view[
                 params.bounce_queue_lifetime if header.envelope.sender == "" else params.maximal_queue_lifetime
             ]
@@ -1179,7 +1221,7 @@ class QueueManager(Service):
         connectionUse: int = 1,
     ) -> None:
         now = self._clock.seconds()
-        arrival = attempt.queued.header.envelope.arrival
+        arrival = attempt.header.envelope.arrival
         inQueue = max(0.0, attempt.started - arrival)
         if connected is None:
             setup, transmission = 0.0, 0.0

@@ -49,7 +49,7 @@ from zope.interface import implementer
 
 from ..interfaces import IQueue, IQueuedMessage, IQueueWorker
 from ._envelope import Envelope
-from ._format import SIZE_WIDTH, encodeHeader, encodeSize
+from ._format import SIZE_WIDTH, EncodedHeader, QueueFileHeader, encodeHeader, encodeSize
 from ._ids import QueueIDGenerator, isQueueID
 
 T = TypeVar("T")
@@ -440,8 +440,19 @@ class QueuedMessage:
     @ivar queueID: the queue ID.
     """
 
-    def __init__(self, store: QueueStore, queueID: str, descriptor: int, header: bytes, sizeOffset: int) -> None:
+    def __init__(
+        self,
+        store: QueueStore,
+        queueID: str,
+        descriptor: int,
+        header: bytes,
+        sizeOffset: int,
+        envelope: Envelope | None = None,
+        encoded: EncodedHeader | None = None,
+    ) -> None:
         self.queueID = queueID
+        self._envelope = envelope
+        self._encoded = encoded
         self._store = store
         self._descriptor = descriptor
         self._sizeOffset = sizeOffset
@@ -523,6 +534,15 @@ class QueuedMessage:
         if self._error is None:
             self._store._workAdded(self)
 
+    def committedHeader(self) -> QueueFileHeader | None:
+        """
+        The header of the committed file as L{parseHeader} would read it
+        back (every recipient pending), or C{None} if not known here.
+        """
+        if self._envelope is None or self._encoded is None or not self._finished or self._error is not None:
+            return None
+        return self._encoded.committedHeader(self.queueID, self._envelope, self._contentSize)
+
     # With the store
 
     def _pause(self) -> None:
@@ -582,7 +602,7 @@ class QueuedMessage:
             assert committing is not None
             self._finished = True
             if job.error is None:
-                actions.append(lambda: committing.callback(self.queueID))
+                actions.append(lambda: self._store._announce(self, committing))
             else:
                 error = job.error
                 actions.append(lambda: committing.errback(error))
@@ -654,6 +674,8 @@ class QueueStore(Service):
         self._syncing = 0
         self._completing = False
         self._idle: list[Deferred[None]] = []
+        #: Committed messages whose commit callbacks are running.
+        self._announcing: dict[str, QueuedMessage] = {}
         self.batches = 0
 
     @property
@@ -764,7 +786,24 @@ class QueueStore(Service):
                 continue
             break
         header = encodeHeader(queueID, envelope)
-        return QueuedMessage(self, queueID, descriptor, header.data, header.sizeOffset)
+        return QueuedMessage(self, queueID, descriptor, header.data, header.sizeOffset, envelope, header)
+
+    def committedHeader(self, queueID: str) -> QueueFileHeader | None:
+        """
+        While the callbacks of a commit run: the header of the file just
+        committed, as reading it back would give (every recipient pending),
+        so that a delivery agent told about it at that moment need not read
+        it.  C{None} at any other time.
+        """
+        message = self._announcing.get(queueID)
+        return None if message is None else message.committedHeader()
+
+    def _announce(self, message: QueuedMessage, committing: Deferred[str]) -> None:
+        self._announcing[message.queueID] = message
+        try:
+            committing.callback(message.queueID)
+        finally:
+            del self._announcing[message.queueID]
 
     # Batches
 
