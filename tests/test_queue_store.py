@@ -416,6 +416,107 @@ class AbortTests(StoreTestsMixin, SynchronousTestCase):
         self.assertRaises(RuntimeError, message.write, b"x")
 
 
+class SpareFileTests(SynchronousTestCase):
+    """
+    A store keeps empty files created ahead in the worker, so that
+    L{QueueStore.newMessage} need not create one in the reactor thread.
+    """
+
+    def makeStore(self, worker: object, spareFiles: int = 4) -> tuple[QueueStore, CountingFileSystem]:
+        clock = Clock()
+        clock.advance(ARRIVAL)
+        fileSystem = CountingFileSystem()
+        self.opens = 0
+        realOpen = fileSystem.open
+
+        def counting(path: str, flags: int, mode: int) -> int:
+            self.opens += 1
+            return realOpen(path, flags, mode)
+
+        fileSystem.open = counting  # type: ignore[method-assign]
+        store = QueueStore(
+            self.mktemp(), reactor=clock, worker=worker, fileSystem=fileSystem, spareFiles=spareFiles  # type: ignore[arg-type]
+        )
+        store.start()
+        return store, fileSystem
+
+    def test_defaults(self) -> None:
+        """
+        With a worker given (tests, tools) the store keeps no spares; with
+        its own thread pool it keeps L{SPARE_FILES}.
+        """
+        from mtaguard.queue._store import SPARE_FILES
+
+        self.assertEqual(QueueStore(self.mktemp(), reactor=Clock(), worker=SynchronousWorker())._spareTarget, 0)
+        self.assertEqual(QueueStore(self.mktemp(), reactor=Clock())._spareTarget, SPARE_FILES)
+
+    def test_sparesUsed(self) -> None:
+        """
+        The first message creates its file itself and has spares created
+        in the worker; the next messages take spares, with no file created
+        in the calling thread, until half are used and more are made.
+        """
+        worker = ManualWorker()
+        store, fileSystem = self.makeStore(worker)
+        first = store.newMessage(anEnvelope())
+        self.assertEqual(self.opens, 1)
+        self.assertEqual(len(worker.pending), 1)
+        worker.runAll()
+        self.assertEqual(self.opens, 5)
+        spares = sorted(set(os.listdir(store.incomingDirectory)) - {first.queueID})
+        self.assertEqual(len(spares), 4)
+        second = store.newMessage(anEnvelope())
+        third = store.newMessage(anEnvelope())
+        self.assertEqual(self.opens, 5)
+        self.assertEqual([second.queueID, third.queueID], spares[:2])
+        # Half used: two more are being made.
+        worker.runAll()
+        self.assertEqual(self.opens, 7)
+        for message in (first, second, third):
+            message.write(b"Subject: x\r\n\r\nbody\r\n")
+            committed = message.commit()
+            worker.runAll()
+            self.assertEqual(self.successResultOf(committed), message.queueID)
+        self.assertEqual(sorted(os.listdir(store.activeDirectory)), sorted([first.queueID, second.queueID, third.queueID]))
+        self.assertEqual(len(os.listdir(store.incomingDirectory)), 4)
+        stopped = store.stop()
+        worker.runAll()
+        self.successResultOf(stopped)
+        self.assertEqual(os.listdir(store.incomingDirectory), [])
+
+    def test_stopWaitsForSpares(self) -> None:
+        """
+        Spares still being created when the store stops are removed once
+        they are.
+        """
+        worker = ManualWorker()
+        store, fileSystem = self.makeStore(worker)
+        message = store.newMessage(anEnvelope())
+        message.abort()
+        stopped = store.stop()
+        self.assertNoResult(stopped)
+        worker.runAll()
+        self.successResultOf(stopped)
+        self.assertEqual(os.listdir(store.incomingDirectory), [])
+
+    def test_creationFails(self) -> None:
+        """
+        When spares cannot be created, the next message creates its file
+        itself and gets the error at once, as without spares.
+        """
+        store, fileSystem = self.makeStore(SynchronousWorker())
+        store.newMessage(anEnvelope())
+        for _ in range(4):
+            store.newMessage(anEnvelope())
+        fileSystem.failures["open"] = errno.ENOSPC
+        # The refill made when half were used took two more: use them.
+        while store._spares:
+            store.newMessage(anEnvelope())
+        error = self.assertRaises(OSError, store.newMessage, anEnvelope())
+        self.assertEqual(error.errno, errno.ENOSPC)
+        store.stop()
+
+
 class RestartTests(StoreTestsMixin, SynchronousTestCase):
     """
     A crash leaves only complete, acknowledged messages for the next start.

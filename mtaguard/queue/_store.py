@@ -6,7 +6,10 @@ batches before the SMTP server may answer 250.
 
 Every blocking file-system call runs in the worker, except the creation of
 the queue file in L{QueueStore.newMessage}, which the L{IQueue} contract
-makes synchronous so that the server can answer 452 at once.
+makes synchronous so that the server can answer 452 at once.  A store with
+its own thread pool keeps a few empty files created ahead by the worker
+(L{SPARE_FILES}), so that C{newMessage} normally takes one of those and
+creates a file itself only when none is left.
 
 A batch has two stages, each one job in the worker:
 
@@ -70,6 +73,14 @@ WRITE_BEHIND_BYTES = 64 * 1024
 #: into one commit each; 20 files took 45-152 ms serially and 10-17 ms from
 #: 20 threads on this project's test machine.
 MAX_FSYNC_THREADS = 32
+
+#: Empty files kept created ahead in C{incoming/} by a store that runs its
+#: own thread pool, so that L{QueueStore.newMessage} does not create one in
+#: the reactor thread: an C{open(O_CREAT)} waits for the file system's
+#: journal, and while fsyncs are frequent (a busy queue, deliveries marking
+#: their recipients) that wait stalls every session.  Refilled in the
+#: worker when half are used.
+SPARE_FILES = 64
 
 INCOMING = "incoming"
 ACTIVE = "active"
@@ -391,6 +402,29 @@ def _fileBatch(
     return jobs
 
 
+def _createSpares(fileSystem: FileSystem, incoming: str, queueIDs: list[str]) -> list[tuple[str, int]]:
+    """
+    In the worker: create an empty file in C{incoming/} for each queue ID
+    (skipping a name that exists), stopping at the first other error (the
+    next L{QueueStore.newMessage} then creates its file itself and reports
+    the error to the client).
+
+    @return: (queue ID, open descriptor) of each file created.
+    """
+    created: list[tuple[str, int]] = []
+    for queueID in queueIDs:
+        try:
+            descriptor = fileSystem.open(
+                os.path.join(incoming, queueID), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+        except FileExistsError:
+            continue
+        except OSError:
+            break
+        created.append((queueID, descriptor))
+    return created
+
+
 def _bind(call: Callable[[int], None], descriptor: int) -> Callable[[], None]:
     return lambda: call(descriptor)
 
@@ -636,6 +670,7 @@ class QueueStore(Service):
         fileSystem: FileSystem | None = None,
         threads: int = 6,
         runConcurrently: ConcurrentRunner | None = None,
+        spareFiles: int | None = None,
     ) -> None:
         """
         @param directory: the queue directory (C{queue_directory}).
@@ -651,6 +686,11 @@ class QueueStore(Service):
             default a L{ConcurrentCalls} (up to L{MAX_FSYNC_THREADS} threads)
             shut down with this store.  Tests pass L{serialCalls} or their
             own.
+        @param spareFiles: how many empty files to keep created ahead for
+            L{newMessage} (L{SPARE_FILES} by default with the store's own
+            thread pool, none with a C{worker} given).  Spares are created
+            once messages arrive, and removed when the store stops (a crash
+            leaves them to the next start, which empties C{incoming/}).
         """
         self.directory = directory
         self._reactor = reactor
@@ -661,7 +701,15 @@ class QueueStore(Service):
             self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="mtaguard-queue")
             worker = ThreadPoolWorker(reactor, self._pool)
         self.worker: IQueueWorker = worker
+        if spareFiles is None:
+            spareFiles = SPARE_FILES if self._pool is not None else 0
+        self._spareTarget = spareFiles
+        #: Empty files created ahead in incoming/: (queue ID, descriptor).
+        self._spares: deque[tuple[str, int]] = deque()
+        self._creatingSpares = False
         self._concurrentCalls: ConcurrentCalls | None = None
+        #: Committed messages whose commit callbacks are running.
+        self._announcing: dict[str, QueuedMessage] = {}
         if runConcurrently is None:
             self._concurrentCalls = runConcurrently = ConcurrentCalls()
         self._runConcurrently: ConcurrentRunner = runConcurrently
@@ -674,8 +722,6 @@ class QueueStore(Service):
         self._syncing = 0
         self._completing = False
         self._idle: list[Deferred[None]] = []
-        #: Committed messages whose commit callbacks are running.
-        self._announcing: dict[str, QueuedMessage] = {}
         self.batches = 0
 
     @property
@@ -726,6 +772,8 @@ class QueueStore(Service):
         waiting = self._whenIdle()
 
         def finish(result: None) -> None:
+            self._dropSpares(list(self._spares))
+            self._spares.clear()
             if self._directoryDescriptors is not None:
                 for descriptor in self._directoryDescriptors:
                     os.close(descriptor)
@@ -752,7 +800,7 @@ class QueueStore(Service):
         return self.stop()
 
     def _busy(self) -> bool:
-        return self._filing or self._syncing > 0
+        return self._filing or self._syncing > 0 or self._creatingSpares
 
     def _whenIdle(self) -> Deferred[None]:
         if not self._busy():
@@ -771,20 +819,23 @@ class QueueStore(Service):
             raise TypeError(f"not an Envelope: {envelope!r}")
         if self._directoryDescriptors is None:
             raise OSError(errno.ESHUTDOWN, "the queue is not running")
-        while True:
-            queueID = self._ids.next()
-            try:
-                # Synchronous because the contract asks for an immediate
-                # OSError; creating an empty file is a metadata operation
-                # that does not wait for the disk.
-                descriptor = self._fileSystem.open(
-                    os.path.join(self.incomingDirectory, queueID),
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                    0o600,
-                )
-            except FileExistsError:
-                continue
-            break
+        if self._spares:
+            queueID, descriptor = self._spares.popleft()
+        else:
+            while True:
+                queueID = self._ids.next()
+                try:
+                    # Synchronous because the contract asks for an
+                    # immediate OSError; only when no spare is left.
+                    descriptor = self._fileSystem.open(
+                        os.path.join(self.incomingDirectory, queueID),
+                        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                        0o600,
+                    )
+                except FileExistsError:
+                    continue
+                break
+        self._refillSpares()
         header = encodeHeader(queueID, envelope)
         return QueuedMessage(self, queueID, descriptor, header.data, header.sizeOffset, envelope, header)
 
@@ -804,6 +855,53 @@ class QueueStore(Service):
             committing.callback(message.queueID)
         finally:
             del self._announcing[message.queueID]
+
+    # Spare files
+
+    def _refillSpares(self) -> None:
+        """
+        Create spare files in the worker once half of them are used.
+        """
+        if self._creatingSpares or self._directoryDescriptors is None:
+            return
+        missing = self._spareTarget - len(self._spares)
+        if missing <= 0 or missing < (self._spareTarget + 1) // 2:
+            return
+        # IDs come from the reactor thread: the generator is not shared.
+        queueIDs = [self._ids.next() for _ in range(missing)]
+        fileSystem = self._fileSystem
+        incoming = self.incomingDirectory
+        self._creatingSpares = True
+        creating: Deferred[list[tuple[str, int]]] = self.worker.run(
+            lambda: _createSpares(fileSystem, incoming, queueIDs)
+        )
+        creating.addBoth(self._sparesCreated)
+
+    def _sparesCreated(self, result: list[tuple[str, int]] | Failure) -> None:
+        self._creatingSpares = False
+        if isinstance(result, Failure):
+            _log.failure("creating spare queue files failed", result)
+        elif self._directoryDescriptors is None:
+            # Stopped meanwhile.
+            self._dropSpares(result)
+        else:
+            self._spares.extend(result)
+        if not self._busy():
+            idle, self._idle = self._idle, []
+            for waiting in idle:
+                waiting.callback(None)
+
+    def _dropSpares(self, spares: list[tuple[str, int]]) -> None:
+        # Best effort: a spare left behind is removed at the next start.
+        for queueID, descriptor in spares:
+            try:
+                self._fileSystem.close(descriptor)
+            except OSError:
+                pass
+            try:
+                self._fileSystem.unlink(os.path.join(self.incomingDirectory, queueID))
+            except OSError:
+                pass
 
     # Batches
 
