@@ -379,6 +379,40 @@ class FailureTests(StoreTestsMixin, SynchronousTestCase):
         self.assertEqual(os.listdir(store.incomingDirectory), [])
 
 
+class RestartTests(SynchronousTestCase):
+    """
+    Start-up empties C{incoming/}, naming only what a client was sending.
+    """
+
+    def test_unfinishedLoggedSparesSilent(self) -> None:
+        """
+        A file with content is logged as an unfinished message; an empty
+        spare goes silently; both are removed.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        directory = self.mktemp()
+        incoming = os.path.join(directory, "incoming")
+        os.makedirs(incoming)
+        with open(os.path.join(incoming, "4dFVry0000z1"), "wb") as handle:
+            handle.write(b"partial")
+        open(os.path.join(incoming, "4dFVry0000z2"), "wb").close()
+        logged: list[str] = []
+
+        def observe(event: dict[str, object]) -> None:
+            logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        clock = Clock()
+        store = QueueStore(directory, reactor=clock, worker=SynchronousWorker())
+        store.start()
+        self.addCleanup(store.stop)
+        self.assertEqual(os.listdir(store.incomingDirectory), [])
+        self.assertIn("4dFVry0000z1: removing unfinished queue file after restart", logged)
+        self.assertFalse(any("4dFVry0000z2" in line for line in logged))
+
+
 class AbortTests(StoreTestsMixin, SynchronousTestCase):
     """
     L{IQueuedMessage.abort} discards a message.

@@ -753,7 +753,10 @@ class QueueStore(Service):
                 # message whose incoming/ unlink was not reached or not
                 # durable (incoming/ is not fsync'ed): dropping it leaves
                 # the active/ name and the content alone.
-                if not os.path.lexists(os.path.join(self.activeDirectory, name)):
+                path = os.path.join(self.incomingDirectory, name)
+                # An empty file is a spare never used for a message (see
+                # SPARE_FILES): nothing was received into it.
+                if not os.path.lexists(os.path.join(self.activeDirectory, name)) and os.path.getsize(path):
                     _log.info("{queueID}: removing unfinished queue file after restart", queueID=name)
                 os.unlink(os.path.join(self.incomingDirectory, name))
         self._directoryDescriptors = (
