@@ -3,6 +3,8 @@
 #
 #   twistd -ny tac/embedded.tac      (listens on 127.0.0.1:2526)
 #
+# MTAGUARD_LISTEN, a Twisted endpoint string, listens elsewhere.
+#
 # Messages are written to ./embedded-mail/<n>.eml by the application's own
 # delivery code; mtaguard answers 250 only after eomReceived has fired.
 import itertools
@@ -57,6 +59,5 @@ class ApplicationDelivery:
 
 application = Application("embedded-mtaguard")
 factory = SMTPServerFactory.forDelivery(ApplicationDelivery(), clock=reactor)
-StreamServerEndpointService(
-    serverFromString(reactor, "tcp:2526:interface=127.0.0.1:backlog=1024"), factory
-).setServiceParent(application)
+listen = os.environ.get("MTAGUARD_LISTEN", "tcp:2526:interface=127.0.0.1:backlog=1024")
+StreamServerEndpointService(serverFromString(reactor, listen), factory).setServiceParent(application)
