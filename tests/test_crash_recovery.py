@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
-import subprocess
 from email.message import EmailMessage
 
 from twisted.trial.unittest import TestCase
 
-from .relaypeers import queueCommand
+from .relaypeers import queueCommand, startSink, subjects
 from .realpeers import (
     HOST,
     MtaguardProcess,
@@ -38,7 +37,7 @@ class KillNineTests(TestCase):
         process is killed with SIGKILL; after a restart, with the next hop
         (Postfix's smtp-sink) up, all twenty arrive there.
         """
-        sink = requireTool(self, "smtp-sink")
+        requireTool(self, "smtp-sink")
         directory = temporaryDirectory(self)
         port = freePort()
         sinkPort = freePort()
@@ -67,15 +66,7 @@ class KillNineTests(TestCase):
         server.process.wait(30)
 
         received = os.path.join(directory, "sink")
-        os.makedirs(received)
-        sinkProcess = subprocess.Popen(
-            [sink, "-u", "root", "-d", os.path.join(received, "%M."), f"{HOST}:{sinkPort}", "100"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(sinkProcess.wait, 30)
-        self.addCleanup(sinkProcess.kill)
+        startSink(self, sinkPort, received)
 
         restarted = MtaguardProcess(directory, port)
         restarted.start()
@@ -84,11 +75,6 @@ class KillNineTests(TestCase):
         # in their files, as with Postfix): flush, as an admin would.
         flushed = queueCommand(directory, "postqueue", "-f")
         self.assertEqual(flushed.returncode, 0, flushed.stderr)
-        files = waitForFiles(received, 20, timeout=90)
-        subjects = set()
-        for path in files:
-            with open(path, "rb") as handle:
-                for line in handle.read().splitlines():
-                    if line.startswith(b"Subject: crash test "):
-                        subjects.add(line)
-        self.assertEqual(len(subjects), 20, restarted.log())
+        waitForFiles(received, 20, timeout=90)
+        delivered = {line for line in subjects(received) if line.startswith(b"Subject: crash test ")}
+        self.assertEqual(len(delivered), 20, restarted.log())

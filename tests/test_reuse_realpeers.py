@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import smtplib
-import subprocess
 from email.message import EmailMessage
 
 from twisted.trial.unittest import TestCase
 
+from .relaypeers import startSink
 from .realpeers import (
     HOST,
     MtaguardProcess,
@@ -37,20 +37,12 @@ class ConnectionReuseTests(TestCase):
         three messages sent in a row reach smtp-sink, the later ones over
         the first one's connection.
         """
-        sink = requireTool(self, "smtp-sink")
+        requireTool(self, "smtp-sink")
         directory = temporaryDirectory(self)
         port = freePort()
         sinkPort = freePort()
         received = os.path.join(directory, "sink")
-        os.makedirs(received)
-        sinkProcess = subprocess.Popen(
-            [sink, "-u", "root", "-d", os.path.join(received, "%M."), f"{HOST}:{sinkPort}", "100"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(sinkProcess.wait, 30)
-        self.addCleanup(sinkProcess.kill)
+        startSink(self, sinkPort, received)
         writeConfiguration(
             directory,
             port,
