@@ -647,6 +647,22 @@ def _versionBounds(view: ParameterView, protocolsParameter: Parameter[tuple[str,
     return minimum, maximum
 
 
+def _excludedCiphers(
+    view: ParameterView,
+    exclude: Parameter[tuple[str, ...]],
+    mandatoryExclude: Parameter[tuple[str, ...]],
+    mandatory: bool,
+) -> list[str]:
+    """
+    The ciphers to exclude: C{*_tls_exclude_ciphers}, plus
+    C{*_tls_mandatory_exclude_ciphers} when TLS is mandatory.
+    """
+    exclusions = list(view[exclude])
+    if mandatory:
+        exclusions += view[mandatoryExclude]
+    return exclusions
+
+
 def _buildContext(view: ParameterView, mandatory: bool, warnings: list[str]) -> SSL.Context:
     """
     Build the server context.
@@ -661,11 +677,9 @@ def _buildContext(view: ParameterView, mandatory: bool, warnings: list[str]) -> 
     minimum, maximum = _versionBounds(view, protocolsParameter)
 
     gradeParameter = params.smtpd_tls_mandatory_ciphers if mandatory else params.smtpd_tls_ciphers
-    excluded: tuple[str, ...] = view[params.smtpd_tls_exclude_ciphers]
-    exclusions = list(excluded)
-    if mandatory:
-        mandatoryExcluded: tuple[str, ...] = view[params.smtpd_tls_mandatory_exclude_ciphers]
-        exclusions += mandatoryExcluded
+    exclusions = _excludedCiphers(
+        view, params.smtpd_tls_exclude_ciphers, params.smtpd_tls_mandatory_exclude_ciphers, mandatory
+    )
     if view[params.smtpd_tls_ask_ccert] or (mandatory and view[params.smtpd_tls_req_ccert]):
         # Anonymous ciphers cannot ask for a client certificate.
         exclusions.append("aNULL")
@@ -1223,11 +1237,9 @@ def _buildClientContext(view: ParameterView, level: str, warnings: list[str]) ->
     minimum, maximum = _versionBounds(view, protocolsParameter)
 
     gradeParameter = params.smtp_tls_mandatory_ciphers if mandatory else params.smtp_tls_ciphers
-    excluded: tuple[str, ...] = view[params.smtp_tls_exclude_ciphers]
-    exclusions = list(excluded)
-    if mandatory:
-        mandatoryExcluded: tuple[str, ...] = view[params.smtp_tls_mandatory_exclude_ciphers]
-        exclusions += mandatoryExcluded
+    exclusions = _excludedCiphers(
+        view, params.smtp_tls_exclude_ciphers, params.smtp_tls_mandatory_exclude_ciphers, mandatory
+    )
     if level in _CLIENT_MATCHING:
         # An anonymous cipher means no certificate to authenticate
         # (Postfix excludes aNULL at these levels too).
