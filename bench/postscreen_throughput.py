@@ -77,6 +77,8 @@ median = statistics.median
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from smtpd_throughput import (  # noqa: E402
+    POSTFIX_INTERNAL_SERVICES,
+    readSpyProfile,
     startPostfix,
     stopPostfix,
     HOST,
@@ -281,19 +283,9 @@ class PostfixInstance(Instance):
                 f"{HOST}:{self.smtpdPort} inet n - n - - smtpd\n"
                 f"{HOST}:{self.postscreenPort} inet n - n - 1 postscreen\n"
                 "smtpd pass - - n - - smtpd\n"
-                "cleanup unix n - n - 0 cleanup\n"
-                "qmgr unix n - n 300 1 qmgr\n"
-                "rewrite unix - - n - - trivial-rewrite\n"
-                "bounce unix - - n - 0 bounce\n"
-                "defer unix - - n - 0 bounce\n"
-                "trace unix - - n - 0 bounce\n"
-                "proxymap unix - - n - - proxymap\n"
-                "proxywrite unix - - n - 1 proxymap\n"
-                "anvil unix - - n - 1 anvil\n"
-                "scache unix - - n - 1 scache\n"
                 "dnsblog unix - - n - 0 dnsblog\n"
                 "tlsproxy unix - - n - 0 tlsproxy\n"
-                "postlog unix-dgram n - n - 1 postlogd\n"
+                + POSTFIX_INTERNAL_SERVICES
             )
         # The master and its children inherit this script's limits.
         self.pid = startPostfix(self.config, base)
@@ -501,21 +493,7 @@ def profile(pid: int, seconds: int, out: str, load: Callable[[], None]) -> list[
     while time.monotonic() < end:
         load()
     profiler.wait(seconds + 30)
-    own: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
-    samples = 0
-    with open(out) as handle:
-        for line in handle:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack or not count.isdigit():
-                continue
-            frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].replace(ROOT + "/", "") + ")"
-                      for f in stack.split(";")]
-            n = int(count)
-            samples += n
-            own[frames[-1]] += n
-            for frame in set(frames):
-                total[frame] += n
+    own, total, samples = readSpyProfile(out)
     lines = [f"{100 * n / samples:5.1f} {100 * total[f] / samples:5.1f}  {f}" for f, n in own.most_common(15)]
     lines.append("-- inclusive, mtaguard frames --")
     lines += [f"{100 * own[f] / samples:5.1f} {100 * n / samples:5.1f}  {f}"

@@ -54,6 +54,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from smtpd_throughput import (  # noqa: E402
+    POSTFIX_INTERNAL_SERVICES,
+    readSpyProfile,
     startPostfix,
     stopPostfix,
     HOST,
@@ -199,12 +201,6 @@ class PostfixRelay(Server):
         with open(os.path.join(self.config, "master.cf"), "w") as handle:
             handle.write(
                 f"{HOST}:{self.port} inet n - n - - smtpd\n"
-                "cleanup unix n - n - 0 cleanup\n"
-                "qmgr unix n - n 300 1 qmgr\n"
-                "rewrite unix - - n - - trivial-rewrite\n"
-                "bounce unix - - n - 0 bounce\n"
-                "defer unix - - n - 0 bounce\n"
-                "trace unix - - n - 0 bounce\n"
                 "verify unix - - n - 1 verify\n"
                 "flush unix n - n 1000? 0 flush\n"
                 "smtp unix - - n - - smtp\n"
@@ -213,11 +209,7 @@ class PostfixRelay(Server):
                 "retry unix - - n - - error\n"
                 "discard unix - - n - - discard\n"
                 "tlsmgr unix - - n 1000? 1 tlsmgr\n"
-                "proxymap unix - - n - - proxymap\n"
-                "proxywrite unix - - n - 1 proxymap\n"
-                "anvil unix - - n - 1 anvil\n"
-                "scache unix - - n - 1 scache\n"
-                "postlog unix-dgram n - n - 1 postlogd\n"
+                + POSTFIX_INTERNAL_SERVICES
             )
         # The master and its children inherit this script's limits.
         self.pid = startPostfix(self.config, base)
@@ -314,19 +306,7 @@ def profileRelay(server: Server, sink: Sink, messages: int, out: str) -> list[tu
         relayRun(server, sink, messages)
     profiler.send_signal(2)
     profiler.wait(60)
-    own: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
-    samples = 0
-    with open(out) as handle:
-        for line in handle:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].replace(ROOT + "/", "") + ")"
-                      for f in stack.split(";")]
-            n = int(count)
-            samples += n
-            own[frames[-1]] += n
-            for frame in set(frames):
-                total[frame] += n
+    own, total, samples = readSpyProfile(out)
     return [
         (frame, 100.0 * n / samples, 100.0 * total[frame] / samples)
         for frame, n in own.most_common(25)

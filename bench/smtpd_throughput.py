@@ -278,6 +278,22 @@ def startSubcommand(name: str, command: str) -> ChildServer:
     return ChildServer(name, [sys.executable, os.path.abspath(__file__), command, str(port)], port)
 
 
+#: The internal services every private Postfix instance here needs.
+POSTFIX_INTERNAL_SERVICES = (
+    "cleanup unix n - n - 0 cleanup\n"
+    "qmgr unix n - n 300 1 qmgr\n"
+    "rewrite unix - - n - - trivial-rewrite\n"
+    "bounce unix - - n - 0 bounce\n"
+    "defer unix - - n - 0 bounce\n"
+    "trace unix - - n - 0 bounce\n"
+    "proxymap unix - - n - - proxymap\n"
+    "proxywrite unix - - n - 1 proxymap\n"
+    "anvil unix - - n - 1 anvil\n"
+    "scache unix - - n - 1 scache\n"
+    "postlog unix-dgram n - n - 1 postlogd\n"
+)
+
+
 def startPostfix(config: str, base: str) -> int:
     """
     Start a private Postfix instance (C{postfix -c CONFIG start}, under
@@ -347,17 +363,7 @@ class PostfixServer(Server):
         with open(os.path.join(self.config, "master.cf"), "w") as handle:
             handle.write(
                 f"{HOST}:{self.port} inet n - n - - smtpd\n"
-                "cleanup unix n - n - 0 cleanup\n"
-                "qmgr unix n - n 300 1 qmgr\n"
-                "rewrite unix - - n - - trivial-rewrite\n"
-                "bounce unix - - n - 0 bounce\n"
-                "defer unix - - n - 0 bounce\n"
-                "trace unix - - n - 0 bounce\n"
-                "proxymap unix - - n - - proxymap\n"
-                "proxywrite unix - - n - 1 proxymap\n"
-                "anvil unix - - n - 1 anvil\n"
-                "scache unix - - n - 1 scache\n"
-                "postlog unix-dgram n - n - 1 postlogd\n"
+                + POSTFIX_INTERNAL_SERVICES
             )
         # The master and its children inherit this script's limits.
         self.pid = startPostfix(self.config, base)
@@ -460,19 +466,7 @@ def profileMtaguard(server: Server, seconds: float, out: str) -> list[tuple[str,
     while time.monotonic() < end:
         smtpSource(server.port, 4096, 2000)
     profiler.wait(seconds + 30)
-    own: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
-    samples = 0
-    with open(out) as handle:
-        for line in handle:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].replace(ROOT + "/", "") + ")"
-                      for f in stack.split(";")]
-            n = int(count)
-            samples += n
-            own[frames[-1]] += n
-            for frame in set(frames):
-                total[frame] += n
+    own, total, samples = readSpyProfile(out)
     return [
         (frame, 100.0 * n / samples, 100.0 * total[frame] / samples)
         for frame, n in own.most_common(20)
@@ -480,6 +474,32 @@ def profileMtaguard(server: Server, seconds: float, out: str) -> list[tuple[str,
         (frame, 100.0 * own[frame] / samples, 100.0 * n / samples)
         for frame, n in total.most_common(40) if "mtaguard" in frame
     ][:20]
+
+
+def readSpyProfile(path: str) -> tuple[collections.Counter[str], collections.Counter[str], int]:
+    """
+    Read a C{py-spy record --format raw} file.
+
+    @return: samples per frame as the innermost one (own), per frame
+        anywhere on the stack (inclusive), and the number of samples.
+        Frames are C{function (file)}, the file relative to the project.
+    """
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    with open(path) as handle:
+        for line in handle:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].replace(ROOT + "/", "") + ")"
+                      for f in stack.split(";")]
+            n = int(count)
+            samples += n
+            own[frames[-1]] += n
+            for frame in set(frames):
+                total[frame] += n
+    return own, total, samples
 
 
 def median(values: list[float]) -> float:
