@@ -647,6 +647,23 @@ def _versionBounds(view: ParameterView, protocolsParameter: Parameter[tuple[str,
     return minimum, maximum
 
 
+def _setCipherList(context: SSL.Context, view: ParameterView, gradeParameter: Parameter[str], ciphers: str) -> None:
+    """
+    Give the context its cipher list.
+
+    @raise _Disabled: with Postfix's warning when OpenSSL rejects it.
+    """
+    try:
+        context.set_cipher_list(ciphers.encode("ascii"))
+    except (SSL.Error, UnicodeEncodeError) as error:
+        raise _Disabled(
+            gradeParameter.name,
+            [f'warning: invalid cipher list "{ciphers}": {error}: disabling TLS support'],
+            f"{_where(view, gradeParameter.name)}{gradeParameter.name}:"
+            f" OpenSSL rejects the cipher list {ciphers!r}",
+        ) from None
+
+
 def _excludedCiphers(
     view: ParameterView,
     exclude: Parameter[tuple[str, ...]],
@@ -731,16 +748,8 @@ def _buildContext(view: ParameterView, mandatory: bool, warnings: list[str]) -> 
     context.set_session_id(secureRandom(16).hex()[:32].encode("ascii"))
     # No smtpd_tls_session_cache_database support yet: no server-side cache.
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-    try:
-        # Last: pyOpenSSL freezes the context after this call.
-        context.set_cipher_list(ciphers.encode("ascii"))
-    except (SSL.Error, UnicodeEncodeError) as error:
-        raise _Disabled(
-            gradeParameter.name,
-            [f'warning: invalid cipher list "{ciphers}": {error}: disabling TLS support'],
-            f"{_where(view, gradeParameter.name)}{gradeParameter.name}:"
-            f" OpenSSL rejects the cipher list {ciphers!r}",
-        ) from None
+    # Last: pyOpenSSL freezes the context after this call.
+    _setCipherList(context, view, gradeParameter, ciphers)
     return context
 
 
@@ -1312,16 +1321,8 @@ def _buildClientContext(view: ParameterView, level: str, warnings: list[str]) ->
                 ],
                 f"{item.source}: {error}",
             ) from None
-    try:
-        # Last, as on the server side.
-        context.set_cipher_list(ciphers.encode("ascii"))
-    except (SSL.Error, UnicodeEncodeError) as error:
-        raise _Disabled(
-            gradeParameter.name,
-            [f'warning: invalid cipher list "{ciphers}": {error}: disabling TLS support'],
-            f"{_where(view, gradeParameter.name)}{gradeParameter.name}:"
-            f" OpenSSL rejects the cipher list {ciphers!r}",
-        ) from None
+    # Last: pyOpenSSL freezes the context after this call.
+    _setCipherList(context, view, gradeParameter, ciphers)
     return context
 
 
