@@ -54,7 +54,6 @@ class PostscreenService(MultiService):
         Service.setName(self, name)
         self.endpoints = endpoints
         self.factory = factory
-        self._reactor = reactor
         self.ports: list[IListeningPort] = []
         self._listener = Listener(
             name=name,

@@ -48,7 +48,6 @@ class SMTPServerService(Service):
     ) -> None:
         Service.setName(self, name)
         self.endpoints = endpoints
-        self._reactor = reactor
         context = ServerContext(
             view=view,
             queue=queue,
