@@ -25,15 +25,14 @@ from zope.interface import implementer
 
 from ..config import ConfigurationError, Parameter, ParameterView
 from ..interfaces import IConfiguredCheck, IPostscreenCheck
+from ._early import TESTS
 
 #: L{IPostscreenCheck.phase} values.
 BEFORE_GREETING = "before-greeting"
 AFTER_GREETING = "after-greeting"
 
 #: The names of Postfix's tests, which postscreen's core runs itself.
-BUILTIN_NAMES = frozenset(
-    {"access", "pregreet", "dnsbl", "pipelining", "non_smtp_command", "bare_newline"}
-)
+BUILTIN_NAMES = frozenset({"access", *TESTS})
 
 #: The actions a test may be configured with.
 ACTIONS = ("ignore", "enforce", "drop")
