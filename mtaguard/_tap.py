@@ -14,6 +14,7 @@ from twisted.python import usage
 
 from .config import Configuration, ConfigurationError, builtinConfiguration, loadConfiguration
 from .config import userDataDirectory
+from .logobserver import twistdLogObserver
 from .service import makeMasterService
 
 log = Logger()
@@ -78,7 +79,10 @@ def makeService(options: Options) -> IService:
 
     configuration = loadFromOptions(options, sys.stderr)
     try:
-        return makeMasterService(configuration, reactor=reactor)
+        master = makeMasterService(configuration, reactor=reactor)
     except ConfigurationError as error:
         sys.stderr.write(f"mtaguard: fatal: {error}\n")
         raise SystemExit(1)
+    # The same log lines as twistd's own observer, written faster.
+    master.logObserver = twistdLogObserver(getattr(options, "parent", None))
+    return master

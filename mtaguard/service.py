@@ -16,7 +16,8 @@ import socket
 from typing import Any, Callable, Iterable
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 
 from .config import Configuration, ConfigurationError, ParameterView, ServiceEntry, params
 from .config._mastercf import inetAddress
@@ -382,7 +383,31 @@ def endpointDescriptions(entry: ServiceEntry, view: ParameterView) -> tuple[str,
     return tuple(descriptions)
 
 
-def makeMasterService(configuration: Configuration, *, reactor: Any) -> MultiService:
+class MasterService(MultiService):
+    """
+    The top of the service tree: one child per master.cf service mtaguard
+    runs.
+
+    @ivar logObserver: an observer to give the application this service
+        joins, when that application has none; twistd then logs through it
+        instead of building its own (see L{mtaguard.logobserver}).
+    """
+
+    logObserver: ILogObserver | None = None
+
+    def __init__(self) -> None:
+        MultiService.__init__(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd passes its Application here and starts logging right after,
+        # with the application's ILogObserver component if it has one.
+        if self.logObserver is not None and isinstance(parent, Componentized):
+            if parent.getComponent(ILogObserver, None) is None:
+                parent.setComponent(ILogObserver, self.logObserver)
+        MultiService.setServiceParent(self, parent)
+
+
+def makeMasterService(configuration: Configuration, *, reactor: Any) -> MasterService:
     """
     The service tree for a loaded configuration.
 
@@ -391,7 +416,7 @@ def makeMasterService(configuration: Configuration, *, reactor: Any) -> MultiSer
         file).
     @raise ConfigurationError: if a service cannot be built.
     """
-    top = MultiService()
+    top = MasterService()
     shared = SharedServices(configuration, top, reactor)
     internal: list[str] = []
     for entry in configuration.services():
