@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import attr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from mtaguard.config._view import ParameterView
@@ -20,6 +22,7 @@ from mtaguard.postscreen._early import (
     EarlySession,
     EarlySettings,
     EnterDummyEngine,
+    ExtraTest,
     HandOff,
     Log,
     SendTeaser,
@@ -623,3 +626,59 @@ class SansIOTests(SynchronousTestCase):
             self.assertIsNone(
                 re.search(word, text, re.IGNORECASE if word == "twisted" else 0), word
             )
+
+
+class PassOldTests(SynchronousTestCase):
+    """
+    L{EarlySettings.passOld}, the decision the protocol takes without
+    building the before-220 state, is the one L{EarlySession.connected}
+    takes for a client the access list does not know.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        flags=st.lists(st.booleans(), min_size=5, max_size=5),
+        extras=st.lists(st.tuples(st.sampled_from(["alpha", "beta", "gamma"]), st.booleans()), max_size=3, unique_by=lambda e: e[0]),
+        times=st.lists(st.sampled_from([0, 1, int(T0) - 1, int(T0), int(T0) + 1, int(T0) + DAY]), min_size=8, max_size=8),
+        veto=st.booleans(),
+        shared=st.booleans(),
+    )
+    def test_sameAsConnected(
+        self, flags: list[bool], extras: list[tuple[str, bool]], times: list[int], veto: bool, shared: bool
+    ) -> None:
+        """
+        Whatever tests are enabled and whatever the cache holds, C{passOld}
+        answers yes exactly when C{connected} hands off at once.
+        """
+        greet, dnsbl, pipelining, nonSmtp, bare = flags
+        early = EarlySettings(
+            greetBanner="mx.example ESMTP" if greet else "",
+            dnsblEnabled=dnsbl,
+            pipeliningEnabled=pipelining,
+            nonSmtpCommandEnabled=nonSmtp,
+            bareNewlineEnabled=bare,
+            extras=tuple(ExtraTest(name, "enforce", 3600.0, afterGreeting=after) for name, after in sorted(extras)),
+        )
+        cached = Verdicts(*times[:5], extra=tuple(sorted((name, times[5 + i]) for i, (name, _) in enumerate(extras))))
+        actions = session(early).connected(T0, access=Access.DUNNO, cached=cached, allowlistVeto=veto, shared=shared)
+        handedOff = others(actions) == [HandOff(teaserSent=False)]
+        # Postfix's rule, stated independently: every enabled test's pass,
+        # and every third-party test's, expires after now.
+        allHeld = all(time > T0 for time, flag in zip(times, flags) if flag) and all(
+            times[5 + i] > T0 for i in range(len(extras))
+        )
+        self.assertEqual(early.passOld(cached, T0), allHeld)
+        self.assertEqual(handedOff, not veto and allHeld)
+        if handedOff:
+            self.assertEqual(texts(actions), [] if shared else ["PASS OLD [203.0.113.5]:41234"])
+
+    def test_enabledTests(self) -> None:
+        """
+        The enabled tests come in Postfix's order.
+        """
+        self.assertEqual(BASE.enabledTests(), ["pregreet"])
+        self.assertEqual(
+            attr.evolve(WITH_DNSBL, bareNewlineEnabled=True).enabledTests(), ["pregreet", "dnsbl", "bare_newline"]
+        )
+        self.assertTrue(WITH_DNSBL.enabled("dnsbl"))
+        self.assertFalse(BASE.enabled("dnsbl"))

@@ -666,6 +666,40 @@ class OverlappingSessionTests(SynchronousTestCase):
         self.assertEqual(again.take(), b"220 mx.example.org ESMTP Postfix\r\n")
         self.assertIn("PASS OLD [203.0.113.5]:2", ps.logged)
 
+    def test_recentVerdictExpired(self) -> None:
+        """
+        A verdict held in memory whose pass has expired since is not a
+        pass: the client gets the teaser and is tested again.
+        """
+        ps = Postscreen(self, cache=MemoryVerdictCache(), postscreen_greet_ttl="10s")
+        first = ps.connect(port=1)
+        ps.clock.advance(6)
+        self.assertIsNotNone(first.protocol.handedOff)
+        first.lose()
+        ps.clock.advance(20)
+        again = ps.connect(port=2)
+        self.assertEqual(again.take(), b"220-mx.example.org ESMTP Postfix\r\n")
+        self.assertIsNone(again.protocol.handedOff)
+        self.assertNotIn("PASS OLD [203.0.113.5]:2", ps.logged)
+        ps.clock.advance(6)
+        self.assertIn("PASS NEW [203.0.113.5]:2", ps.logged)
+
+    def test_recentVerdictVetoed(self) -> None:
+        """
+        On a server address outside C{postscreen_allowlist_interfaces} a
+        remembered pass does not hand the client off at once.
+        """
+        cache = MemoryVerdictCache()
+        cache.entries["203.0.113.5"] = Verdicts(int(T0) + 100, 1, 1, 1, 1)
+        ps = Postscreen(self, cache=cache, postscreen_allowlist_interfaces="198.51.100.1")
+        first = ps.connect(port=1)
+        self.assertIsNone(first.protocol.handedOff)
+        first.lose()
+        self.assertIsNotNone(ps.factory.recentVerdicts("203.0.113.5"))
+        again = ps.connect(port=2)
+        self.assertNotIn("PASS OLD [203.0.113.5]:2", ps.logged)
+        self.assertIsNone(again.protocol.handedOff)
+
     def test_hangupWhileLookingUp(self) -> None:
         """
         A client that leaves before the cache answered is logged once and

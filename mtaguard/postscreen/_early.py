@@ -251,17 +251,50 @@ class EarlySettings:
             dnsblReplyMap=dnsblReplyMap,
         )
 
+    #: The enabled built-in tests, in L{TESTS} order, as the cache's
+    #: positions (index into L{Verdicts.times}); computed once, since every
+    #: connection asks.
+    _enabledPositions: tuple[int, ...] = attr.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        flags = (
+            bool(self.greetBanner),
+            self.dnsblEnabled,
+            self.pipeliningEnabled,
+            self.nonSmtpCommandEnabled,
+            self.bareNewlineEnabled,
+        )
+        object.__setattr__(
+            self, "_enabledPositions", tuple(index for index, flag in enumerate(flags) if flag)
+        )
+
     def enabled(self, test: str) -> bool:
         """
         Whether C{test} (one of L{TESTS}) is enabled.
         """
-        return {
-            PREGREET: bool(self.greetBanner),
-            DNSBL: self.dnsblEnabled,
-            PIPELINING: self.pipeliningEnabled,
-            NON_SMTP_COMMAND: self.nonSmtpCommandEnabled,
-            BARE_NEWLINE: self.bareNewlineEnabled,
-        }[test]
+        return TESTS.index(test) in self._enabledPositions
+
+    def enabledTests(self) -> list[str]:
+        """
+        The enabled built-in tests, in L{TESTS} order.
+        """
+        return [TESTS[index] for index in self._enabledPositions]
+
+    def passOld(self, cached: Verdicts, now: float) -> bool:
+        """
+        Whether a client whose cache entry is C{cached} still holds a pass
+        of every enabled test, built-in and third-party, before and after
+        the greeting: Postfix's C{PASS OLD}, with no test to run.
+        """
+        times = cached.times()
+        for index in self._enabledPositions:
+            if times[index] <= now:
+                return False
+        if self.extras:
+            for extra in self.extras:
+                if cached.extraTime(extra.name) <= now:
+                    return False
+        return True
 
     def reply(self, code: int, text: str) -> str:
         """
@@ -563,18 +596,18 @@ class EarlySession:
                 self._failed.add("denylist")
                 self._enforce(DENYLIST_REPLY_TEXT)
             # ignore: un-fail, not marked passed; the tests run as usual.
-        enabled = [test for test in TESTS if settings.enabled(test)]
+        enabled = settings.enabledTests()
         if not self._failed and cached is not None:
+            if not allowlistVeto and settings.passOld(cached, now):
+                if not shared:
+                    actions.append(self._log(PASS_OLD_LOG_FORMAT))
+                actions.append(self._finish(HandOff(teaserSent=False)))
+                return actions
             self._expiry = dict(zip(TESTS, cached.times()))
             for name in (*self._extras, *self._deepExtras):
                 self._expiry[name] = cached.extraTime(name)
             enabled.extend([*self._extras, *self._deepExtras])
             self._todo = {test for test in enabled if self._expiry[test] <= now}
-            if not self._todo and not allowlistVeto:
-                if not shared:
-                    actions.append(self._log(PASS_OLD_LOG_FORMAT))
-                actions.append(self._finish(HandOff(teaserSent=False)))
-                return actions
         else:
             self._todo = set(enabled) | set(self._extras) | set(self._deepExtras)
         if allowlistVeto:
