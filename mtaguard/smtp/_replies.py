@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 
 
 @frozen
@@ -32,6 +32,10 @@ class Reply:
     code: int
     enhanced: str
     text: str
+    # The rendered line, made on the first toBytes(): constant replies go
+    # out once or more per message, and rendering is most of their cost.
+    # Not part of the value (equality, hash, repr); evolve() starts afresh.
+    _bytes: bytes | None = field(default=None, init=False, eq=False, repr=False)
 
     def format(self, **fields: object) -> Reply:
         """
@@ -54,8 +58,13 @@ class Reply:
 
         @return: The line.
         """
-        prefix = f"{self.code} {self.enhanced} " if self.enhanced else f"{self.code} "
-        return _encode(prefix + self.text) + b"\r\n"
+        rendered = self._bytes
+        if rendered is None:
+            prefix = f"{self.code} {self.enhanced} " if self.enhanced else f"{self.code} "
+            rendered = _encode(prefix + self.text) + b"\r\n"
+            # The instance is frozen; the cache is not part of its value.
+            object.__setattr__(self, "_bytes", rendered)
+        return rendered
 
 
 def _encode(text: str) -> bytes:

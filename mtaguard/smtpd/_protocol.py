@@ -77,6 +77,24 @@ RECIPIENT_REJECTED = Reply(550, "5.1.1", "<{address}>: Recipient address rejecte
 HANGUP_GRACE = 10.0
 
 
+_lastReceivedDate = (-1, "")
+
+
+def _receivedDate(now: float) -> str:
+    """
+    The date of a Received header, in Postfix's form: "Wed, 25 Nov 2026
+    21:37:41 +0000 (UTC)".  Formatted once per second: every message of a
+    busy second shares it.
+    """
+    global _lastReceivedDate
+    second = int(now)
+    cachedSecond, text = _lastReceivedDate
+    if second != cachedSecond:
+        text = time.strftime("%a, %d %b %Y %H:%M:%S +0000 (UTC)", time.gmtime(second))
+        _lastReceivedDate = (second, text)
+    return text
+
+
 class ServerContext:
     """
     Everything the protocol needs that outlives one connection: the
@@ -548,17 +566,29 @@ class SMTPServerProtocol(Protocol):
             self._reply(replies.MAIL_OK)
             return
         transaction.delivery = delivery.deliveryForTransaction()
+        transaction.origin = Address(sender)
         self._validate(
             "MAIL",
-            lambda: transaction.delivery.validateFrom(self._heloPair(), Address(sender)),
+            lambda: transaction.delivery.validateFrom(self._heloPair(), transaction.origin),
             accepted=lambda _: setattr(session, "transaction", transaction),
             ok=replies.MAIL_OK,
-            refused=SENDER_REJECTED.format(address=sender),
+            refused=lambda: SENDER_REJECTED.format(address=sender),
         )
 
+    _heloPairFor: str | None = None
+    _heloPairCached: tuple[bytes, bytes] = (b"", b"")
+
     def _heloPair(self) -> tuple[bytes, bytes]:
-        helo = (self.session.helo or "").encode("utf-8", "surrogateescape")
-        return (helo, self.session.clientAddress.encode("ascii"))
+        helo = self.session.helo or ""
+        if helo is not self._heloPairFor:
+            # Asked for at MAIL, at each RCPT and at DATA: encode once per
+            # HELO name (the client address never changes).
+            self._heloPairFor = helo
+            self._heloPairCached = (
+                helo.encode("utf-8", "surrogateescape"),
+                self.session.clientAddress.encode("ascii"),
+            )
+        return self._heloPairCached
 
     def _validate(
         self,
@@ -567,13 +597,35 @@ class SMTPServerProtocol(Protocol):
         *,
         accepted: Callable[[Any], None],
         ok: Reply,
-        refused: Reply,
+        refused: Callable[[], Reply],
     ) -> None:
         """
         Ask the embedding application (C{validateFrom}, C{validateTo}),
         which may answer later; replies keep their order meanwhile and the
         client is not charged for the wait.
+
+        @param refused: makes the reply for a refusal without an SMTP code
+            of the application's own (only then: formatting it costs as
+            much as the rest of an accepted command).
         """
+        # The protocol counts as busy while the application runs, as it
+        # does while a Deferred it returned is pending.
+        self._busy = True
+        try:
+            result = check()
+        except Exception:
+            result = fail()
+        if not isinstance(result, Deferred):
+            # Most applications answer at once: no Deferred, no pause of the
+            # deadline (which would cancel and re-create its timer), and the
+            # caller's event loop goes on by itself.
+            self._busy = False
+            accepted(result)
+            self._record(verb, True)
+            if not self._closing:
+                self._write(ok.toBytes())
+            return
+        self._busy = False
         self._wait()
 
         def good(result: Any) -> None:
@@ -586,7 +638,7 @@ class SMTPServerProtocol(Protocol):
             self._record(verb, False)
             code = getattr(failure.value, "code", None)
             response = getattr(failure.value, "resp", None)
-            reply = refused
+            reply = refused()
             if isinstance(code, int) and 400 <= code < 600 and response:
                 text = response.decode("utf-8", "replace") if isinstance(response, bytes) else str(response)
                 reply = Reply(code, "", text)
@@ -604,15 +656,6 @@ class SMTPServerProtocol(Protocol):
                 self._startCommandDeadline()
             self._done()
 
-        try:
-            result = check()
-        except Exception:
-            result = fail()
-        if not isinstance(result, Deferred):
-            # Most applications answer at once: no Deferred round trip.
-            good(result)
-            finish(None)
-            return
         result.addCallbacks(good, bad)
         result.addBoth(finish)
 
@@ -680,18 +723,19 @@ class SMTPServerProtocol(Protocol):
             self._reply(replies.RCPT_OK)
             return
 
+        user = User(Address(recipient), self._heloPair(), self, transaction.origin)
+
         def accepted(factory: Any) -> None:
             transaction.recipients.append(recipient)
             transaction.factories.append(factory)
+            transaction.users.append(user)
 
         self._validate(
             "RCPT",
-            lambda: transaction.delivery.validateTo(
-                User(Address(recipient), self._heloPair(), self, Address(transaction.sender))
-            ),
+            lambda: transaction.delivery.validateTo(user),
             accepted=accepted,
             ok=replies.RCPT_OK,
-            refused=RECIPIENT_REJECTED.format(address=recipient),
+            refused=lambda: RECIPIENT_REJECTED.format(address=recipient),
         )
 
     def _startMessage(self, verb: str) -> bool:
@@ -736,10 +780,7 @@ class SMTPServerProtocol(Protocol):
         if transaction.delivery is not None:
             # The application's own Received header, as twisted.mail does.
             own = transaction.delivery.receivedHeader(
-                self._heloPair(), Address(transaction.sender), [
-                    User(Address(r), self._heloPair(), self, Address(transaction.sender))
-                    for r in transaction.recipients
-                ]
+                self._heloPair(), transaction.origin, list(transaction.users)
             )
             if own:
                 header = own if own.endswith(b"\r\n") else own + b"\r\n"
@@ -752,8 +793,7 @@ class SMTPServerProtocol(Protocol):
         assert transaction is not None
         protocol = session.protocol + ("S" if session.tls else "") + ("A" if session.authUser else "")
         helo = session.helo or session.clientAddress
-        # Postfix's form: "Wed, 25 Nov 2026 21:37:41 +0000 (UTC)".
-        when = time.strftime("%a, %d %b %Y %H:%M:%S +0000 (UTC)", time.gmtime(self._clock.seconds()))
+        when = _receivedDate(self._clock.seconds())
         recipient = (
             f"\r\n\tfor <{transaction.recipients[0]}>" if len(transaction.recipients) == 1 else ""
         )
@@ -826,35 +866,49 @@ class SMTPServerProtocol(Protocol):
         message = transaction.message
         assert message is not None
         message.unregisterProducer()
-        self._wait()
+        self._busy = True
         committed = message.commit()
 
         recipients = tuple(transaction.recipients)
+        # Whether the commit is still pending once addBoth returns: then the
+        # deadline is paused for it and the event loop must be restarted.
+        pending = False
 
-        def queued(queueID: str) -> None:
-            session.transaction = None
-            session.junk = 0
-            session.recipientsOvershoot = 0
-            self._record(verb, True)
-            if not self._closing:
-                self._write(replies.QUEUED.format(queueID=queueID).toBytes())
-                self._startCommandDeadline()
-            self._context.queued(queueID, recipients)
+        def settled(result: str | Failure) -> None:
+            try:
+                if isinstance(result, Failure):
+                    session.transaction = None
+                    log.warn(
+                        "warning: {client}: queue file write error: {error}",
+                        client=session.client,
+                        error=result.getErrorMessage(),
+                    )
+                    self._record(verb, False)
+                    if not self._closing:
+                        self._write(replies.QUEUE_FILE_WRITE_ERROR.toBytes())
+                        self._startCommandDeadline()
+                    return
+                session.transaction = None
+                session.junk = 0
+                session.recipientsOvershoot = 0
+                self._record(verb, True)
+                if not self._closing:
+                    self._write(replies.QUEUED.format(queueID=result).toBytes())
+                    self._startCommandDeadline()
+                self._context.queued(result, recipients)
+            finally:
+                if pending:
+                    self._done()
+                else:
+                    # Committed at once (in-memory delivery): the caller's
+                    # event loop goes on by itself, and the deadline was
+                    # never paused.
+                    self._busy = False
 
-        def failed(failure: Failure) -> None:
-            session.transaction = None
-            log.warn(
-                "warning: {client}: queue file write error: {error}",
-                client=session.client,
-                error=failure.getErrorMessage(),
-            )
-            self._record(verb, False)
-            if not self._closing:
-                self._write(replies.QUEUE_FILE_WRITE_ERROR.toBytes())
-                self._startCommandDeadline()
-
-        committed.addCallbacks(queued, failed)
-        committed.addBoth(lambda _: self._done())
+        committed.addBoth(settled)
+        if self._busy:
+            pending = True
+            self._deadline.pause()
 
     def _endOfData(self, bareLineFeed: bool) -> None:
         self._inData = False

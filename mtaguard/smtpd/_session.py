@@ -103,6 +103,11 @@ class Transaction:
     #: recipient, the message factory its validateTo returned.
     delivery: Any = None
     factories: list[Any] = attr.Factory(list)
+    #: Embedding: the sender as the application's C{Address}, and the
+    #: C{User} objects its validateTo accepted, in order; receivedHeader is
+    #: given these same objects, as twisted.mail does.
+    origin: Any = None
+    users: list[Any] = attr.Factory(list)
 
 
 @attr.s(slots=True, auto_attribs=True)
