@@ -74,6 +74,34 @@ def _normalize(data: bytes) -> tuple[bytes, bool]:
     return data, bare
 
 
+def _isClean(buf: bytearray, end: int) -> bool:
+    """
+    Whether C{buf[:end]} has CRLF line endings only: no bare LF and no CR
+    that is not followed by a LF.
+
+    @param buf: The bytes.
+    @param end: Where the check stops.
+    @return: C{True} if clean.
+    """
+    crlf = buf.count(b"\r\n", 0, end)
+    return buf.count(b"\n", 0, end) == crlf and buf.count(b"\r", 0, end) == crlf
+
+
+def _take(buf: bytearray, start: int, end: int) -> bytes:
+    """
+    C{bytes(buf[start:end])} with one copy instead of two: slicing a
+    C{bytearray} makes a new C{bytearray} first, which costs more than the
+    copy itself for content-sized pieces.
+
+    @param buf: The buffer; not resized while the view exists.
+    @param start: The first index.
+    @param end: The index after the last.
+    @return: The bytes.
+    """
+    with memoryview(buf) as view:
+        return bytes(view[start:end])
+
+
 def _parseCommand(line: bytes, bareLineFeed: bool, truncated: bool) -> Command:
     """
     Split a command line into its verb and argument.
@@ -284,11 +312,22 @@ class ServerParser:
 
     # DATA mode.
 
+    #: Whether L{_nextData} may take the fast path for clean input (the
+    #: tests turn it off to compare both paths).
+    _cleanFastPath = True
+
     def _nextData(self) -> Optional[Event]:
         buf = self._buffer
         n = len(buf)
         pos = 0
         parts: list[bytes] = []
+        # The usual content is clean: CRLF line endings only, no stray CR.
+        # Then every "\n." is the tail of a "\r\n.", which the search
+        # finds faster (a longer pattern skips further), and the content
+        # needs no normalisation.  A final CR is left out of the check: it
+        # is kept back below, and only the next byte tells what it is.
+        scanEnd = n - 1 if n and buf[n - 1] == _CR else n
+        clean = self._cleanFastPath and _isClean(buf, scanEnd)
         while True:
             if self._atLineStart and pos < n and buf[pos] == _DOT:
                 if pos + 1 >= n:
@@ -334,7 +373,14 @@ class ServerParser:
                 continue
             if pos >= n:
                 break
-            lf = buf.find(b"\n.", pos)
+            if clean:
+                # No "\n" at pos itself: bytes before pos are never a CR,
+                # so that LF would have been bare.
+                lf = buf.find(b"\r\n.", pos, scanEnd)
+                if lf != -1:
+                    lf += 1
+            else:
+                lf = buf.find(b"\n.", pos)
             if lf == -1:
                 end = n
                 # Keep back a final CR: whether it is a line ending or a
@@ -342,13 +388,13 @@ class ServerParser:
                 if buf[end - 1] == _CR:
                     end -= 1
                 if end > pos:
-                    parts.append(bytes(buf[pos:end]))
+                    parts.append(_take(buf, pos, end))
                     self._atLineStart = buf[end - 1] == _LF
                     if self._atLineStart:
                         self._previousBareLineFeed = end < 2 or buf[end - 2] != _CR
                     pos = end
                 break
-            parts.append(bytes(buf[pos : lf + 1]))
+            parts.append(_take(buf, pos, lf + 1))
             # Bytes consumed before pos are never a CR (a kept-back CR is
             # always still in the buffer), so a LF at pos is bare.
             self._previousBareLineFeed = lf == pos or buf[lf - 1] != _CR
@@ -357,7 +403,12 @@ class ServerParser:
         del buf[:pos]
         if not parts:
             return None
-        data, bare = _normalize(b"".join(parts))
+        if clean:
+            # Pieces of clean bytes, cut at line starts or after a dot
+            # between a LF and an ordinary byte: still clean once joined.
+            data, bare = b"".join(parts), False
+        else:
+            data, bare = _normalize(b"".join(parts))
         if bare:
             self._sawBareLineFeed = True
         if not data:
@@ -372,7 +423,7 @@ class ServerParser:
         take = min(self._chunkRemaining, len(buf))
         finishing = take == self._chunkRemaining
         if take:
-            raw = bytes(buf[:take])
+            raw = _take(buf, 0, take)
             del buf[:take]
             self._chunkRemaining -= take
             if self._chunkPendingCR:

@@ -113,9 +113,8 @@ class _DeliveredMessage:
             except Exception:
                 outcomes.append(fail())
         if all(isinstance(o, Deferred) and o.called and not isinstance(o.result, Failure) for o in outcomes):
-            # The usual case: every message is already stored.
-            for outcome in outcomes:
-                outcome.addErrback(lambda f: None)
+            # The usual case: every message is already stored, and a fired
+            # Deferred without a failure leaves nothing unhandled.
             return succeed(self.queueID)
         results = DeferredList(
             [o if isinstance(o, Deferred) else succeed(o) for o in outcomes],

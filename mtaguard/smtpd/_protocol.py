@@ -243,16 +243,17 @@ class SMTPServerProtocol(Protocol):
             event = self._parser.nextEvent()
             if event is None:
                 break
-            if isinstance(event, Command):
-                self._command(event)
-            elif isinstance(event, DataContent):
-                self._content(event.data)
-            elif isinstance(event, EndOfData):
-                self._endOfData(event.bareLineFeed)
-            elif isinstance(event, ChunkContent):
-                self._content(event.data)
-            elif isinstance(event, EndOfChunk):
-                self._endOfChunk(event.last, event.size, event.bareLineFeed)
+            # The parser makes exactly these final classes: comparing types
+            # is cheaper than a chain of isinstance calls.
+            kind = type(event)
+            if kind is Command:
+                self._command(event)  # type: ignore[arg-type]
+            elif kind is DataContent or kind is ChunkContent:
+                self._content(event.data)  # type: ignore[union-attr]
+            elif kind is EndOfData:
+                self._endOfData(event.bareLineFeed)  # type: ignore[union-attr]
+            elif kind is EndOfChunk:
+                self._endOfChunk(event.last, event.size, event.bareLineFeed)  # type: ignore[union-attr]
         if (
             self._readPaused
             and not self._closing
@@ -399,7 +400,8 @@ class SMTPServerProtocol(Protocol):
                 ).format(myhostname=self._hostname())
             )
             return
-        if self._view[params.smtputf8_enable]:
+        if not command.line.isascii() and self._view[params.smtputf8_enable]:
+            # ASCII is valid UTF-8: only other lines need decoding.
             try:
                 command.line.decode("utf-8")
             except UnicodeDecodeError:
@@ -431,8 +433,8 @@ class SMTPServerProtocol(Protocol):
             return
         session.lastCommand = verb
         if (
-            verb in TLS_REQUIRED_COMMANDS
-            and self._context.tlsRequired
+            self._context.tlsRequired
+            and verb in TLS_REQUIRED_COMMANDS
             and not session.tls
         ):
             self._refuse(verb, replies.MUST_STARTTLS)
