@@ -40,6 +40,7 @@ from ._routing import (
     parseNexthop,
     resolve,
     resolveAll,
+    resolveNow,
 )
 from ._session import (
     TLS_LEVELS,
@@ -97,6 +98,7 @@ __all__ = [
     "parseNexthop",
     "resolve",
     "resolveAll",
+    "resolveNow",
     "TableError",
     "TableList",
     "UnsupportedTable",

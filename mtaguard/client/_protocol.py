@@ -27,6 +27,7 @@ L{Deferred} that L{SMTPClientProtocol.deliver} returns.
 
 from __future__ import annotations
 
+import io
 from typing import IO, Callable, Iterable, Optional
 
 from attrs import field, frozen
@@ -160,6 +161,15 @@ class OutboundMessage:
             recipient not yet done.
         """
         queueFile.seek(header.contentOffset)
+        return cls._fromSource(header, queueFile, recipients)
+
+    @classmethod
+    def _fromSource(
+        cls,
+        header: QueueFileHeader,
+        source: IO[bytes],
+        recipients: Optional[tuple[str, ...]],
+    ) -> OutboundMessage:
         if recipients is None:
             recipients = tuple(recipient.address for recipient in header.pending)
         envelope = header.envelope
@@ -167,10 +177,28 @@ class OutboundMessage:
             envelope.sender,
             recipients,
             envelope.parameters,
-            queueFile,
+            source,
             header.size,
             header.queueID,
         )
+
+    @classmethod
+    def fromContent(
+        cls,
+        header: QueueFileHeader,
+        content: bytes,
+        recipients: Optional[tuple[str, ...]] = None,
+    ) -> OutboundMessage:
+        """
+        The message of a queue file whose content is already in memory
+        (just committed, or read with its header): no file is opened.
+
+        @param header: The queue file's parsed header.
+        @param content: Its content, C{header.size} bytes.
+        @param recipients: The recipients to try here; by default every
+            recipient not yet done.
+        """
+        return cls._fromSource(header, io.BytesIO(content), recipients)
 
     def toSessionMessage(self) -> Message:
         """

@@ -305,6 +305,10 @@ class DomainList:
         return False
 
 
+#: How many parsed next hops a L{Router} keeps.
+_PARSED_LIMIT = 1024
+
+
 class Router:
     """
     Chooses transport and next hop for each recipient, as Postfix's
@@ -354,6 +358,8 @@ class Router:
         self._port = defaultPort
         self._delimiter = recipientDelimiter
         self._clients = clientTransports
+        #: (next hop text, transport) -> its parsed next hops.
+        self._parsed: dict[tuple[str, str], tuple[Nexthop, ...]] = {}
         # Check main.cf's next hops now, so that a typo stops the service at
         # start-up instead of deferring every message.
         for transport in (defaultTransport, relayTransport):
@@ -477,10 +483,20 @@ class Router:
         if channel not in self._clients:
             # qmgr's wording for a transport with no master.cf service.
             return Undeliverable(channel, "4.3.0", "mail transport unavailable")
-        try:
-            return parseNexthops(nexthop, channel, self._port)
-        except RoutingError as problem:
-            return Undeliverable(channel, "4.3.5", f"bad next hop {nexthop!r}: {problem}")
+        # Every recipient of a relayhost or transport shares a handful of
+        # next hops: parse each once, not once per recipient.
+        key = (nexthop, channel)
+        route = self._parsed.get(key)
+        if route is None:
+            try:
+                route = parseNexthops(nexthop, channel, self._port)
+            except RoutingError as problem:
+                return Undeliverable(channel, "4.3.5", f"bad next hop {nexthop!r}: {problem}")
+            if len(self._parsed) >= _PARSED_LIMIT:
+                # transport_maps may name many next hops: bounded memory.
+                self._parsed.clear()
+            self._parsed[key] = route
+        return route
 
 
 def groupByNexthop(
@@ -748,6 +764,18 @@ def _combine(failures: Sequence[_Answer]) -> ResolutionError:
     return ResolutionError(last.status or "5.4.4", last.reason)
 
 
+def _literalAnswer(
+    literal: str, host: str, port: int, preference: int, policy: AddressPolicy
+) -> tuple[list[Destination], list[_Answer]]:
+    """
+    L{_hostAddresses} for a host that is an IP address: its own answer.
+    """
+    family = ipaddress.ip_address(literal).version
+    if family in policy.families:
+        return [Destination(literal, literal, port, preference)], []
+    return [], [_Answer((), "4.4.4", f"{host}: address family disabled by inet_protocols")]
+
+
 async def _hostAddresses(
     resolver: IResolverLike,
     host: str,
@@ -762,10 +790,7 @@ async def _hostAddresses(
     """
     literal = _literalAddress(host)
     if literal is not None:
-        family = ipaddress.ip_address(literal).version
-        if family in policy.families:
-            return [Destination(literal, literal, port, preference)], []
-        return [], [_Answer((), "4.4.4", f"{host}: address family disabled by inet_protocols")]
+        return _literalAnswer(literal, host, port, preference, policy)
     qtypes = [qtype for family, qtype in ((4, "A"), (6, "AAAA")) if family in policy.families]
     answers = await gatherResults(
         [Deferred.fromCoroutine(_query(resolver, host, qtype, timeout)) for qtype in qtypes]
@@ -851,6 +876,19 @@ async def _resolveHost(
     C{smtp_host_addr()}: the addresses of the next hop itself.
     """
     found, failures = await _hostAddresses(resolver, nexthop.host, nexthop.port, 0, policy, timeout)
+    return _hostDestinations(nexthop, found, failures, policy, random)
+
+
+def _hostDestinations(
+    nexthop: Nexthop,
+    found: list[Destination],
+    failures: list[_Answer],
+    policy: AddressPolicy,
+    random: RandomLike,
+) -> list[Destination]:
+    """
+    The end of L{_resolveHost}, once the host's addresses are known.
+    """
     if not found:
         raise _combine(failures)
     # Postfix looks for loops on port 25 only: a content filter on
@@ -986,14 +1024,66 @@ def resolveAll(
                 errors.append(problem)
             if policy.addressLimit > 0 and len(found) >= policy.addressLimit:
                 break
-        if found:
-            return found[: policy.addressLimit] if policy.addressLimit > 0 else found
-        if not errors:
-            raise ResolutionError("4.3.5", "no next hop")
-        soft = [e for e in errors if not e.permanent]
-        raise soft[0] if soft else errors[-1]
+        return _collect(found, errors, policy)
 
     return Deferred.fromCoroutine(work())
+
+
+def _collect(found: list[Destination], errors: list[ResolutionError], policy: AddressPolicy) -> list[Destination]:
+    """
+    The end of L{resolveAll}: the destinations within the address limit,
+    or the error that stands for all the next hops' failures.
+    """
+    if found:
+        return found[: policy.addressLimit] if policy.addressLimit > 0 else found
+    if not errors:
+        raise ResolutionError("4.3.5", "no next hop")
+    soft = [e for e in errors if not e.permanent]
+    raise soft[0] if soft else errors[-1]
+
+
+def resolveNow(nexthops: Sequence[Nexthop], policy: AddressPolicy = AddressPolicy()) -> Optional[list[Destination]]:
+    """
+    L{resolveAll} without a resolver or a L{Deferred}, when every next hop
+    is an IP address in brackets (C{relayhost = [192.0.2.1]:587}): such a
+    next hop is its own answer, so nothing needs to wait, and a delivery
+    to it can start in the call that asked for it.
+
+    @return: what L{resolveAll} would fire with, or L{None} when a next hop
+        needs a DNS lookup (a name, or MX lookups).
+    @raise ResolutionError: what L{resolveAll} would fail with.
+    """
+    literals = []
+    for nexthop in nexthops:
+        literal = None if nexthop.mxLookup else _literalAddress(nexthop.host)
+        if literal is None:
+            return None
+        literals.append(literal)
+    found: list[Destination] = []
+    errors: list[ResolutionError] = []
+    for nexthop, literal in zip(nexthops, literals):
+        addresses, failures = _literalAnswer(literal, nexthop.host, nexthop.port, 0, policy)
+        try:
+            # One address: the shuffle (the only use of random) never runs.
+            found.extend(_hostDestinations(nexthop, addresses, failures, policy, _NO_SHUFFLE))
+        except ResolutionError as problem:
+            errors.append(problem)
+        if policy.addressLimit > 0 and len(found) >= policy.addressLimit:
+            break
+    return _collect(found, errors, policy)
+
+
+class _NoShuffle:
+    """
+    The random source for a list of one address, which L{_order} never
+    shuffles.
+    """
+
+    def shuffle(self, x: list[Any]) -> None:
+        pass
+
+
+_NO_SHUFFLE = _NoShuffle()
 
 
 class AttemptBudget:

@@ -68,7 +68,7 @@ partial success into duplicates.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import IO, Any, Callable, Iterable, Optional, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
@@ -203,8 +203,10 @@ class _Attempt:
         self.queueID = queueID
         self.path = path
         self.header = header
-        #: The message content if the file was read, else C{None} (the
-        #: header came from the store at commit): read when needed.
+        #: The message content if the file was read, or kept by the store
+        #: at commit (a small message), else C{None}: read when needed.
+        #: Sent from memory when present; dropped while the delivery waits
+        #: for a connection slot, so that a backlog holds no content.
         self.content = content
         self.started = started
         pending = header.pending
@@ -397,18 +399,26 @@ class QueueManager(Service):
         if queueID in self._busy:
             return
         # Just committed: the store knows what the file says; it is not
-        # read back.
+        # read back, and a small message's content is not even opened.
         header = self._store.committedHeader(queueID)
-        self.attempt(queueID, header).addErrback(
+        content = None if header is None else self._store.committedContent(queueID)
+        # The content only when there is some: attempt(queueID, header) is
+        # the call every other caller (and replacement) knows.
+        attempting = self.attempt(queueID, header) if content is None else self.attempt(queueID, header, content)
+        attempting.addErrback(
             lambda failure: self._log.failure("{queueID}: delivery failed", failure, queueID=queueID)
         )
 
-    def attempt(self, queueID: str, header: Optional[QueueFileHeader] = None) -> Deferred[None]:
+    def attempt(
+        self, queueID: str, header: Optional[QueueFileHeader] = None, content: Optional[bytes] = None
+    ) -> Deferred[None]:
         """
         One delivery attempt of one queue file, now.
 
         @param header: the file's header as just committed, if known: the
             file is then not read.
+        @param content: with C{header}, the content as just committed, if
+            known: it is then sent from memory.
         """
         if queueID in self._busy:
             return succeed(None)
@@ -421,8 +431,8 @@ class QueueManager(Service):
             reading = self._worker.run(lambda: _readQueueFile(path))
 
         def read(queued: QueueFile) -> Deferred[None] | None:
-            content = None if header is not None else queued.content
-            return self._deliverFile(_Attempt(queueID, path, queued.header, content, self._clock.seconds()))
+            known = content if header is not None else queued.content
+            return self._deliverFile(_Attempt(queueID, path, queued.header, known, self._clock.seconds()))
 
         def unreadable(failure: Failure) -> None:
             if failure.check(FileNotFoundError):
@@ -719,7 +729,7 @@ class QueueManager(Service):
     # -- one next hop ------------------------------------------------------
 
     def _deliverGroup(self, attempt: _Attempt, route: Any, recipients: list[str]) -> Deferred[None]:
-        from ..client import Discard, ResolutionError, Undeliverable, resolveAll
+        from ..client import Discard, ResolutionError, Undeliverable, resolveAll, resolveNow
 
         if isinstance(route, Discard):
             return self._record(attempt, recipients, "none", None, "sent", "2.0.0", route.reason or "discarded")
@@ -727,12 +737,15 @@ class QueueManager(Service):
             status = "bounced" if route.permanent else "deferred"
             return self._record(attempt, recipients, "none", None, status, route.status, route.reason)
         nexthops: tuple[Any, ...] = route
-        resolving = resolveAll(nexthops, self._resolver, self._policy, random=self._random)
 
         def resolved(destinations: list[Any]) -> Deferred[None]:
             semaphore = self._semaphores.get(route)
             if semaphore is None:
                 semaphore = self._semaphores[route] = DeferredSemaphore(max(self._limit, 1) if self._limit > 0 else 1 << 30)
+            if not semaphore.tokens:
+                # It waits for a connection slot, maybe behind many others:
+                # it holds no content meanwhile (read again when sent).
+                attempt.content = None
             # A connection is reused only for the same route, next-hop
             # domain and TLS policy it was made under: never across a
             # change of TLS requirements.
@@ -751,6 +764,15 @@ class QueueManager(Service):
             status = "bounced" if error.permanent else "deferred"
             return self._record(attempt, recipients, "none", None, status, error.status, error.reason)
 
+        # An address in brackets (relayhost = [192.0.2.1]:587) needs no
+        # resolver: the delivery starts in this call.
+        try:
+            known = resolveNow(nexthops, self._policy)
+        except ResolutionError:
+            return unresolved(Failure())
+        if known is not None:
+            return resolved(known)
+        resolving = resolveAll(nexthops, self._resolver, self._policy, random=self._random)
         return resolving.addCallbacks(resolved, unresolved)
 
     def _deliverTo(
@@ -1051,14 +1073,19 @@ class QueueManager(Service):
         relay = connection.relay
         # For a reused connection the setup time (delays "c") is nil.
         started = self._clock.seconds()
-        try:
-            source = open(attempt.path, "rb")
-        except OSError as problem:
-            _hangUp(protocol)
-            return self._record(
-                attempt, recipients, relay, started, "deferred", "4.3.0", f"cannot read queue file: {problem}"
-            ).addCallback(lambda ignored: [])
-        message = OutboundMessage.fromQueueFile(attempt.header, source, tuple(recipients))
+        content = attempt.content
+        if content is not None:
+            message = OutboundMessage.fromContent(attempt.header, content, tuple(recipients))
+            source: IO[bytes] = message.content
+        else:
+            try:
+                source = open(attempt.path, "rb")
+            except OSError as problem:
+                _hangUp(protocol)
+                return self._record(
+                    attempt, recipients, relay, started, "deferred", "4.3.0", f"cannot read queue file: {problem}"
+                ).addCallback(lambda ignored: [])
+            message = OutboundMessage.fromQueueFile(attempt.header, source, tuple(recipients))
         try:
             delivering: Deferred[Any] = protocol.deliver(message)
         except RuntimeError:

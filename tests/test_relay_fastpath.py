@@ -1,0 +1,336 @@
+"""
+Tests for the relay's per-message shortcuts: what a just-committed message
+is delivered from (the store's memory, not its file), a next hop in brackets
+resolved without a resolver, and next hops parsed once per router.  Each
+shortcut must give what the long way gives.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from mtaguard.client import AddressPolicy, Nexthop, ResolutionError, Router, resolveAll, resolveNow
+from mtaguard.client._routing import Undeliverable
+from mtaguard.config import ParameterView
+from mtaguard.queue import Envelope
+from mtaguard.queue._store import INLINE_CONTENT_BYTES, ManualWorker
+
+from .test_client_routing import FakeResolver
+from . import test_queue_manager as _managerTests
+from .test_queue_manager import OK
+
+SMALL = b"Subject: small\r\n\r\n" + b"line of the body\r\n" * 40
+LARGE = b"Subject: large\r\n\r\n" + b"x" * 78 + b"\r\n" * 1 + (b"y" * 78 + b"\r\n") * (INLINE_CONTENT_BYTES // 80 + 10)
+
+
+def _envelope(*recipients: str, arrival: float) -> Envelope:
+    return Envelope(
+        sender="sender@client.example",
+        recipients=recipients,
+        parameters=(),
+        clientAddress="192.0.2.7",
+        clientPort=40123,
+        clientName="unknown",
+        helo="client.example",
+        protocol="ESMTP",
+        tls=False,
+        authUser=None,
+        arrival=arrival,
+    )
+
+
+class CommittedContentTests(SynchronousTestCase):
+    """
+    L{QueueStore.committedContent}: a small message's content while its
+    commit callbacks run, and nothing otherwise.
+    """
+
+    def commitAndAsk(self, *chunks: bytes) -> tuple[Any, Any, Any]:
+        from mtaguard.queue import QueueStore
+
+        directory = self.mktemp()
+        worker = ManualWorker()
+        store = QueueStore(directory, reactor=Clock(), worker=worker)
+        store.start()
+        self.addCleanup(store.stop)
+        message = store.newMessage(_envelope(OK, arrival=1.0))
+        for chunk in chunks:
+            message.write(chunk)
+        seen: list[Any] = []
+        committed: Deferred[str] = message.commit()
+        committed.addCallback(lambda queueID: seen.append(store.committedContent(queueID)) or queueID)
+        worker.runAll()
+        queueID = self.successResultOf(committed)
+        return store, queueID, seen[0]
+
+    def test_small(self) -> None:
+        """
+        While the commit's callbacks run, a message up to
+        C{INLINE_CONTENT_BYTES} has its content, all chunks joined; the
+        same bytes as the file's content.
+        """
+        store, queueID, content = self.commitAndAsk(SMALL[:10], SMALL[10:])
+        self.assertEqual(content, SMALL)
+        with open(os.path.join(store.activeDirectory, queueID), "rb") as handle:
+            self.assertTrue(handle.read().endswith(SMALL))
+
+    def test_large(self) -> None:
+        """
+        A larger message is only on disk: C{None}.
+        """
+        self.assertGreater(len(LARGE), INLINE_CONTENT_BYTES)
+        store, queueID, content = self.commitAndAsk(LARGE[:1000], LARGE[1000:])
+        self.assertIsNone(content)
+
+    def test_afterCallbacks(self) -> None:
+        """
+        Once the commit's callbacks have run, the store keeps nothing.
+        """
+        store, queueID, content = self.commitAndAsk(SMALL)
+        self.assertEqual(content, SMALL)
+        self.assertIsNone(store.committedContent(queueID))
+
+
+class _ManagerHarness(SynchronousTestCase):
+    """
+    L{tests.test_queue_manager.QueueManagerTests}' set-up and helpers (a real queue directory, next
+    hops in memory), without its tests.
+    """
+
+    setUp = _managerTests.QueueManagerTests.setUp
+    tearDown = _managerTests.QueueManagerTests.tearDown
+    makeManager = _managerTests.QueueManagerTests.makeManager
+    start = _managerTests.QueueManagerTests.start
+    commit = _managerTests.QueueManagerTests.commit
+    path = _managerTests.QueueManagerTests.path
+    lines = _managerTests.QueueManagerTests.lines
+    deliveryLines = _managerTests.QueueManagerTests.deliveryLines
+    delivered = _managerTests.QueueManagerTests.delivered
+
+
+class SentFromMemoryTests(_ManagerHarness):
+    """
+    The manager sends a small message it is told about at commit from the
+    store's copy, and anything else from its file.  The tests change the
+    file's content after the commit (same size): what the next hop receives
+    says where it was read from.
+    """
+
+    def commitWith(self, content: bytes, *recipients: str) -> str:
+        """
+        Commit C{content} to C{recipients}, tell the running manager in the
+        commit's callbacks (as smtpd does), then overwrite the content in
+        the file before any byte moves.
+        """
+        manager = self.manager
+        assert manager is not None
+        worker = self.store.worker
+        held = ManualWorker()
+        self.store.worker = held
+        try:
+            message = self.store.newMessage(_envelope(*recipients, arrival=self.clock.seconds()))
+            message.write(content)
+            committed: Deferred[str] = message.commit()
+            committed.addCallback(lambda queueID: manager.queued(queueID, recipients) or queueID)
+            held.runAll()
+        finally:
+            self.store.worker = worker
+        queueID = self.successResultOf(committed)
+        with open(self.path(queueID), "r+b") as handle:
+            handle.seek(-len(content), os.SEEK_END)
+            handle.write(content.replace(b"Subject: ", b"Subject! "))
+        self.network.settle()
+        return queueID
+
+    def receivedSubjects(self) -> list[bytes]:
+        return [
+            line
+            for message in self.network.queue.committed
+            for line in bytes(message.content).split(b"\r\n")
+            if line.startswith(b"Subject")
+        ]
+
+    def test_smallFromMemory(self) -> None:
+        """
+        A small message told at commit is sent from memory.
+        """
+        self.start()
+        queueID = self.commitWith(SMALL, OK)
+        self.assertEqual(self.receivedSubjects(), [b"Subject: small"])
+        self.assertFalse(os.path.exists(self.path(queueID)))
+
+    def test_largeFromFile(self) -> None:
+        """
+        A message larger than C{INLINE_CONTENT_BYTES} is sent from its file.
+        """
+        self.start()
+        self.commitWith(LARGE, OK)
+        self.assertEqual(self.receivedSubjects(), [b"Subject! large"])
+
+    def test_queueRunReadsFile(self) -> None:
+        """
+        A message found by a queue run is read from its file, as before.
+        """
+        self.commit(OK)
+        self.start()
+        self.assertEqual(self.delivered(), [(OK,)])
+
+    def test_waitingHoldsNoContent(self) -> None:
+        """
+        A delivery that has to wait for a connection slot drops the copy:
+        it is read from the file when its turn comes (a backlog of waiting
+        deliveries holds no message content).
+        """
+        self.network.queue.holdCommits = True
+        self.start(default_destination_concurrency_limit="1")
+        self.commitWith(SMALL, OK)
+        self.commitWith(SMALL.replace(b"small", b"other"), OK)
+        self.network.queue.releaseCommits()
+        self.network.settle()
+        self.network.queue.releaseCommits()
+        self.network.settle()
+        self.assertEqual(self.receivedSubjects(), [b"Subject: small", b"Subject! other"])
+
+
+class _NoResolver:
+    """
+    A resolver that must not be asked.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"resolver asked: {name}")
+
+
+class LiteralNexthopTests(SynchronousTestCase):
+    """
+    L{resolveNow}: next hops in brackets resolved in the call, exactly as
+    L{resolveAll} resolves them.
+    """
+
+    def both(self, nexthops: tuple[Nexthop, ...], policy: AddressPolicy) -> tuple[Any, Any]:
+        """
+        What L{resolveAll} and L{resolveNow} give: a list, or the error.
+        """
+        results: list[Any] = []
+        resolveAll(nexthops, FakeResolver({}), policy).addCallbacks(results.append, lambda f: results.append(f.value))
+        try:
+            now: Any = resolveNow(nexthops, policy)
+        except ResolutionError as error:
+            now = error
+        [later] = results
+        return later, now
+
+    def assertSame(self, later: Any, now: Any) -> None:
+        if isinstance(later, ResolutionError):
+            self.assertIsInstance(now, ResolutionError)
+            self.assertEqual((now.status, now.reason), (later.status, later.reason))
+        else:
+            self.assertEqual(now, later)
+
+    def test_literal(self) -> None:
+        """
+        C{[192.0.2.1]:2525} is its own destination.
+        """
+        later, now = self.both((Nexthop("smtp", "192.0.2.1", 2525, False),), AddressPolicy())
+        self.assertSame(later, now)
+        self.assertEqual([(d.address, d.port) for d in now], [("192.0.2.1", 2525)])
+
+    def test_list(self) -> None:
+        """
+        A list of literals, IPv6 included, in order, within the address
+        limit.
+        """
+        nexthops = (
+            Nexthop("smtp", "192.0.2.1", 25, False),
+            Nexthop("smtp", "ipv6:2001:db8::1", 587, False),
+            Nexthop("smtp", "192.0.2.3", 25, False),
+        )
+        for policy in (AddressPolicy(), AddressPolicy(addressLimit=2), AddressPolicy(families=frozenset({4}))):
+            self.assertSame(*self.both(nexthops, policy))
+
+    def test_familyDisabled(self) -> None:
+        """
+        A literal of a disabled family fails as the long way fails.
+        """
+        later, now = self.both((Nexthop("smtp", "2001:db8::1", 25, False),), AddressPolicy(families=frozenset({4})))
+        self.assertIsInstance(later, ResolutionError)
+        self.assertSame(later, now)
+
+    def test_loop(self) -> None:
+        """
+        Our own address on port 25 is a mail loop, found the same way.
+        """
+        policy = AddressPolicy(localAddresses=frozenset({"192.0.2.5"}))
+        later, now = self.both((Nexthop("smtp", "192.0.2.5", 25, False),), policy)
+        self.assertIsInstance(later, ResolutionError)
+        self.assertSame(later, now)
+
+    def test_needsLookup(self) -> None:
+        """
+        A name, with or without MX lookups, or a list with one, is left to
+        the resolver.
+        """
+        self.assertIsNone(resolveNow((Nexthop("smtp", "mx.example.org", 25, False),)))
+        self.assertIsNone(resolveNow((Nexthop("smtp", "example.org", 25, True),)))
+        self.assertIsNone(
+            resolveNow((Nexthop("smtp", "192.0.2.1", 25, False), Nexthop("smtp", "example.org", 25, True)))
+        )
+
+
+class LiteralRelayhostTests(_ManagerHarness):
+    """
+    With C{relayhost = [address]:port} the manager asks no resolver.
+    """
+
+    def test_noResolver(self) -> None:
+        """
+        Messages go to the literal relayhost without a resolver call, and
+        the connection is reused as usual.
+        """
+        manager = self.makeManager(relayhost="[192.0.2.44]:2525")
+        manager._resolver = _NoResolver()
+        self.manager = manager
+        manager.startService()
+        self.network.settle()
+        first = self.commit(OK)
+        manager.queued(first, (OK,))
+        self.network.settle()
+        second = self.commit("second@mx.example.org")
+        manager.queued(second, ("second@mx.example.org",))
+        self.network.settle()
+        self.assertEqual(self.delivered(), [(OK,), ("second@mx.example.org",)])
+        self.assertEqual(set(self.network.connections), {"192.0.2.44"})
+        [line] = self.deliveryLines(OK)
+        self.assertIn("relay=192.0.2.44[192.0.2.44]:2525", line)
+
+
+class RouterParseTests(SynchronousTestCase):
+    """
+    A router parses each next hop once; the route is the one a fresh parse
+    gives.
+    """
+
+    def test_sameRoute(self) -> None:
+        view = ParameterView({"compatibility_level": "3.6", "relayhost": "[192.0.2.1]:2525, [192.0.2.2]"})
+        router = Router.fromView(view)
+        first = router.route("a@one.example")
+        second = router.route("b@two.example")
+        self.assertIs(first, second)
+        self.assertEqual(first, Router.fromView(view).route("c@three.example"))
+
+    def test_badNexthopEachTime(self) -> None:
+        """
+        A malformed next hop from transport_maps is undeliverable at every
+        lookup, not remembered as something else.
+        """
+        router = Router.fromView(
+            ParameterView({"compatibility_level": "3.6", "transport_maps": "inline:{ bad.example=smtp:[nope }"})
+        )
+        for _ in range(2):
+            route = router.route("a@bad.example")
+            self.assertIsInstance(route, Undeliverable)
