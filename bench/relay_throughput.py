@@ -229,13 +229,32 @@ def queuedFiles(server: Server) -> int:
         return 0
 
 
+def reactorSeconds(server: Server) -> float:
+    """
+    CPU seconds of the server's main thread (twistd's reactor thread), or
+    0.0 for a server that is not one mtaguard process.
+    """
+    if server.family or not server.pid:
+        return 0.0
+    with open(f"/proc/{server.pid}/task/{server.pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: The reactor thread's share of the last run's CPU, µs per message (the
+#: rest is the worker threads': file writes, fsyncs, markers).
+lastReactor = [0.0]
+
+
 def relayRun(server: Server, sink: Sink, messages: int) -> tuple[float, float, float]:
     """
     One relay run: (msgs/s delivered to the sink, msgs/s accepted, server
-    CPU µs per message).
+    CPU µs per message).  The reactor thread's part is left in
+    L{lastReactor}.
     """
     base = sink.count()
     before = server.cpuSeconds()
+    reactorBefore = reactorSeconds(server)
     started = time.monotonic()
     accepted = smtpSource(server.port, SIZE, messages) + started
     done = sink.waitFor(base + messages, timeout=300)
@@ -246,6 +265,7 @@ def relayRun(server: Server, sink: Sink, messages: int) -> tuple[float, float, f
         time.sleep(0.02)
     time.sleep(0.2)
     cpu = server.cpuSeconds() - before
+    lastReactor[0] = (reactorSeconds(server) - reactorBefore) / messages * 1e6
     left = queuedFiles(server)
     if left:
         raise RuntimeError(f"{server.name}: {left} files left in active/ after the run")
@@ -257,9 +277,11 @@ def acceptRun(server: Server, messages: int) -> tuple[float, float]:
     (msgs/s accepted, server CPU µs per message).
     """
     before = server.cpuSeconds()
+    reactorBefore = reactorSeconds(server)
     elapsed = smtpSource(server.port, SIZE, messages)
     time.sleep(0.2)
     cpu = server.cpuSeconds() - before
+    lastReactor[0] = (reactorSeconds(server) - reactorBefore) / messages * 1e6
     return messages / elapsed, cpu / messages * 1e6
 
 
@@ -290,10 +312,37 @@ def memoryRun(work: str, total: int) -> list[tuple[int, int, int]]:
     return samples
 
 
+def readThreadProfile(path: str, tid: int) -> tuple[collections.Counter[str], collections.Counter[str], int]:
+    """
+    Like L{readSpyProfile}, for the samples of one thread only (C{py-spy
+    --threads} puts C{thread (TID)} first in each stack).
+    """
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    marker = f"thread ({tid})"
+    with open(path) as handle:
+        for line in handle:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack.startswith(marker) or not count.isdigit():
+                continue
+            frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].replace(ROOT + "/", "") + ")"
+                      for f in stack.split(";")[1:]]
+            if not frames:
+                continue
+            n = int(count)
+            samples += n
+            own[frames[-1]] += n
+            for frame in set(frames):
+                total[frame] += n
+    return own, total, samples
+
+
 def profileRelay(server: Server, sink: Sink, messages: int, out: str) -> list[tuple[str, float, float]]:
     """
     py-spy samples of mtaguard during relay runs: top functions by own
-    and inclusive time, percent of samples (idle threads excluded).
+    and inclusive time, percent of samples (idle threads excluded); then
+    the same for the reactor thread alone.
     """
     spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     profiler = subprocess.Popen(
@@ -307,13 +356,23 @@ def profileRelay(server: Server, sink: Sink, messages: int, out: str) -> list[tu
     profiler.send_signal(2)
     profiler.wait(60)
     own, total, samples = readSpyProfile(out)
-    return [
+    rows = [
         (frame, 100.0 * n / samples, 100.0 * total[frame] / samples)
         for frame, n in own.most_common(25)
     ] + [("-- inclusive, mtaguard --", 0.0, 0.0)] + [
         (frame, 100.0 * own[frame] / samples, 100.0 * n / samples)
         for frame, n in total.most_common(80) if "mtaguard" in frame
     ][:30]
+    own, total, reactorSamples = readThreadProfile(out, server.pid)
+    if reactorSamples:
+        rows += [(f"-- reactor thread: {reactorSamples} of {samples} samples, own --", 0.0, 0.0)] + [
+            (frame, 100.0 * n / reactorSamples, 100.0 * total[frame] / reactorSamples)
+            for frame, n in own.most_common(30)
+        ] + [("-- reactor thread, inclusive --", 0.0, 0.0)] + [
+            (frame, 100.0 * own[frame] / reactorSamples, 100.0 * n / reactorSamples)
+            for frame, n in total.most_common(120) if "site-packages" not in frame
+        ][:60]
+    return rows
 
 
 def main() -> None:
@@ -360,12 +419,14 @@ def main() -> None:
                     rate, cpu = acceptRun(server, messages)
                     results[server.name].append((rate, rate, cpu))
                     print(f"round {round + 1} {server.name:<16} accept {rate:7.0f} msg/s"
-                          f" {cpu:7.0f} us CPU/msg", flush=True)
+                          f" {cpu:7.0f} us CPU/msg (reactor thread {lastReactor[0]:4.0f})", flush=True)
                 else:
                     rate, accepted, cpu = relayRun(server, sink, messages)
                     results[server.name].append((rate, accepted, cpu))
                     print(f"round {round + 1} {server.name:<16} relay {rate:7.0f} msg/s"
-                          f" (accepted at {accepted:5.0f} msg/s) {cpu:7.0f} us CPU/msg", flush=True)
+                          f" (accepted at {accepted:5.0f} msg/s) {cpu:7.0f} us CPU/msg"
+                          + (f" (reactor thread {lastReactor[0]:4.0f})" if server.family is False else ""),
+                          flush=True)
 
         table = {
             name: tuple(median([run[i] for run in runs]) for i in range(3)) for name, runs in results.items()
