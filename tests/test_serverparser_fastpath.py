@@ -6,6 +6,7 @@ the general path.
 
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 from hypothesis import given, settings
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from mtaguard.smtp import Command, DataContent, EndOfData, Event, ServerParser
+from mtaguard.smtp._serverparser import _isClean
 
 MODES = ("no", "normalize", "reject")
 
@@ -113,3 +115,47 @@ class FastPathTests(SynchronousTestCase):
             events([b"a\r\nb\r", b"\n.\r\n"], "normalize", True),
             [DataContent(b"a\r\nb"), DataContent(b"\r\n"), EndOfData(6, False)],
         )
+
+
+class IsCleanTests(SynchronousTestCase):
+    """
+    L{_isClean}, the mask comparison that decides whether content may take
+    the fast path, against the three counts it replaces.
+    """
+
+    @staticmethod
+    def counted(data: bytes, end: int) -> bool:
+        region = data[:end]
+        crlf = region.count(b"\r\n")
+        return region.count(b"\n") == crlf and region.count(b"\r") == crlf
+
+    def test_everySmallInput(self) -> None:
+        """
+        Every string of up to seven CRs, LFs and other bytes, checked up to
+        its end and up to the byte before (where a final CR is kept back).
+        """
+        for length in range(8):
+            for letters in itertools.product(b"\r\na", repeat=length):
+                data = bytes(letters)
+                for end in {max(0, length - 1), length}:
+                    self.assertEqual(
+                        _isClean(bytearray(data), end), self.counted(data, end), (data, end)
+                    )
+
+    @given(st.binary(max_size=300), st.integers(min_value=0, max_value=1))
+    @settings(max_examples=300, deadline=None)
+    def test_anyBytes(self, data: bytes, shorter: int) -> None:
+        """
+        Arbitrary bytes, mostly not clean.
+        """
+        end = max(0, len(data) - shorter)
+        self.assertEqual(_isClean(bytearray(data), end), self.counted(data, end))
+
+    @given(messages, st.integers(min_value=0, max_value=1))
+    @settings(max_examples=300, deadline=None)
+    def test_mostlyClean(self, data: bytes, shorter: int) -> None:
+        """
+        Mostly clean content, where the two answers differ most subtly.
+        """
+        end = max(0, len(data) - shorter)
+        self.assertEqual(_isClean(bytearray(data), end), self.counted(data, end))

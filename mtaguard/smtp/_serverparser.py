@@ -74,17 +74,37 @@ def _normalize(data: bytes) -> tuple[bytes, bool]:
     return data, bare
 
 
+#: Translation tables that turn every CR (or every LF) into 1 and every
+#: other byte into 0.
+_CR_MASK = bytes(int(byte == _CR) for byte in range(256))
+_LF_MASK = bytes(int(byte == _LF) for byte in range(256))
+
+
 def _isClean(buf: bytearray, end: int) -> bool:
     """
     Whether C{buf[:end]} has CRLF line endings only: no bare LF and no CR
     that is not followed by a LF.
 
+    Counting CR, LF and CRLF takes three scans, one of them for a two-byte
+    pattern, which runs at about a byte per nanosecond.  Instead, the CR
+    and LF positions become two masks (C{bytes.translate}, several times
+    faster), and the data is clean when the CR mask is the LF mask moved
+    back by one byte: one C{memcmp}.
+
     @param buf: The bytes.
-    @param end: Where the check stops.
+    @param end: Where the check stops (at most C{len(buf)}).
     @return: C{True} if clean.
     """
-    crlf = buf.count(b"\r\n", 0, end)
-    return buf.count(b"\n", 0, end) == crlf and buf.count(b"\r", 0, end) == crlf
+    if end == 0:
+        return True
+    crs = buf.translate(_CR_MASK)
+    lfs = buf.translate(_LF_MASK)
+    if lfs[0] or crs[end - 1]:
+        # A LF with nothing before it, or a CR with nothing after it.
+        return False
+    # For every i below end - 1: a CR at i exactly when a LF at i + 1.
+    with memoryview(lfs) as view:
+        return crs.startswith(view[1:end])
 
 
 def _take(buf: bytearray, start: int, end: int) -> bytes:
@@ -325,9 +345,11 @@ class ServerParser:
         # Then every "\n." is the tail of a "\r\n.", which the search
         # finds faster (a longer pattern skips further), and the content
         # needs no normalisation.  A final CR is left out of the check: it
-        # is kept back below, and only the next byte tells what it is.
+        # is kept back below, and only the next byte tells what it is.  The
+        # check waits for the first search: an end-of-data marker alone
+        # needs none.
         scanEnd = n - 1 if n and buf[n - 1] == _CR else n
-        clean = self._cleanFastPath and _isClean(buf, scanEnd)
+        clean: Optional[bool] = None
         while True:
             if self._atLineStart and pos < n and buf[pos] == _DOT:
                 if pos + 1 >= n:
@@ -373,6 +395,8 @@ class ServerParser:
                 continue
             if pos >= n:
                 break
+            if clean is None:
+                clean = self._cleanFastPath and _isClean(buf, scanEnd)
             if clean:
                 # No "\n" at pos itself: bytes before pos are never a CR,
                 # so that LF would have been bare.
