@@ -334,3 +334,78 @@ class RouterParseTests(SynchronousTestCase):
         for _ in range(2):
             route = router.route("a@bad.example")
             self.assertIsInstance(route, Undeliverable)
+
+
+class MarkerBatchTests(_ManagerHarness):
+    """
+    Done markers asked for while a marker job is in the worker share the
+    next job; each request keeps its own outcome.
+    """
+
+    def requestFor(self, queueID: str, remove: bool) -> Any:
+        from mtaguard.queue import RecipientStatus, parseQueueFile
+        from mtaguard.queue._manager import _MarkRequest
+
+        with open(self.path(queueID), "rb") as handle:
+            header = parseQueueFile(handle.read()).header
+        return _MarkRequest(self.path(queueID), header.recipients, RecipientStatus.DELIVERED, remove)
+
+    def test_sharedJob(self) -> None:
+        """
+        The first request gets a job at once; the ones asked for while it
+        runs go together in the next, which starts when it ends.
+        """
+        from mtaguard.queue import RecipientStatus
+
+        manager = self.makeManager()
+        held = ManualWorker()
+        manager._worker = held
+        first, second, third = (self.commit(OK) for _ in range(3))
+        results: list[Any] = []
+        manager._mark(self.requestFor(first, True)).addCallback(results.append)
+        self.assertEqual(len(held.pending), 1)
+        manager._mark(self.requestFor(second, True)).addCallback(results.append)
+        manager._mark(self.requestFor(third, False)).addCallback(results.append)
+        self.assertEqual(len(held.pending), 1)
+        held.runNext()
+        self.assertEqual(results, [True])
+        self.assertEqual(len(held.pending), 1)
+        held.runNext()
+        self.assertEqual(results, [True, True, False])
+        self.assertEqual(held.pending, type(held.pending)())
+        self.assertFalse(os.path.exists(self.path(first)))
+        self.assertFalse(os.path.exists(self.path(second)))
+        self.assertEqual(self.statuses(third), {OK: RecipientStatus.DELIVERED})
+
+    def test_failureIsPerRequest(self) -> None:
+        """
+        A marker that cannot be made durable fails its own request only; a
+        file deleted meanwhile is not an error.
+        """
+        manager = self.makeManager()
+        held = ManualWorker()
+        manager._worker = held
+        blocker, broken, fine = (self.commit(OK) for _ in range(3))
+        gone = self.commit(OK)
+        brokenPath = self.path(broken)
+
+        def fsync(descriptor: int) -> None:
+            if os.path.samefile(f"/proc/self/fd/{descriptor}", brokenPath):
+                raise OSError(5, "Input/output error")
+            os.fsync(descriptor)
+
+        manager._fsync = fsync
+        outcomes: list[Any] = []
+        manager._mark(self.requestFor(blocker, False))
+        requests = [self.requestFor(queueID, True) for queueID in (broken, fine, gone)]
+        os.unlink(self.path(gone))
+        for request in requests:
+            manager._mark(request).addBoth(outcomes.append)
+        held.runAll()
+        [error, removed, nothing] = outcomes
+        self.assertIsInstance(error.value, OSError)
+        self.assertEqual((removed, nothing), (True, False))
+        self.assertTrue(os.path.exists(brokenPath))
+        self.assertFalse(os.path.exists(self.path(fine)))
+
+    statuses = _managerTests.QueueManagerTests.statuses

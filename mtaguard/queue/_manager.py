@@ -228,6 +228,59 @@ class _Attempt:
         self.failures: list[FailedRecipient] = []
 
 
+class _MarkRequest:
+    """
+    Durable done markers for some entries of one queue file, then maybe
+    its removal.
+
+    @ivar status: the marker; C{None} marks nothing (a deferral).
+    @ivar remove: unlink the file once the markers are durable (they are
+        its last pending recipients).
+    """
+
+    def __init__(
+        self, path: str, entries: Sequence[QueuedRecipient], status: Optional[RecipientStatus], remove: bool
+    ) -> None:
+        self.path = path
+        self.entries = entries
+        self.status = status
+        self.remove = remove
+
+
+def _markAll(requests: Sequence[_MarkRequest], fsync: Callable[[int], None]) -> list[bool | Exception]:
+    """
+    In the worker: carry out each request in order, each as it was when it
+    had a job of its own.
+
+    @return: for each request, whether its file was removed, or the
+        exception it raised (one request's failure is not another's).
+    """
+    outcomes: list[bool | Exception] = []
+    for request in requests:
+        try:
+            outcomes.append(_markOne(request, fsync))
+        except Exception as error:
+            outcomes.append(error)
+    return outcomes
+
+
+def _markOne(request: _MarkRequest, fsync: Callable[[int], None]) -> bool:
+    status = request.status
+    if status is None:
+        return False
+    for entry in request.entries:
+        if not markRecipient(request.path, entry, status, fsync):
+            # Deleted meanwhile (postsuper -d): nothing to remove.
+            return False
+    if not request.remove:
+        return False
+    try:
+        os.unlink(request.path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 class _Connection:
     """
     One connection to a next hop, as the connection cache sees it.
@@ -329,6 +382,10 @@ class QueueManager(Service):
         #: Files requeued while an attempt was in progress: attempted again
         #: as soon as it ends, so that the requeue sees the routing of now.
         self._again: set[str] = set()
+        #: Marker requests waiting for the next marker job, and whether one
+        #: is in the worker now (see _mark).
+        self._markQueue: list[tuple[_MarkRequest, Deferred[bool]]] = []
+        self._markRunning = False
 
     # -- service -----------------------------------------------------------
 
@@ -553,6 +610,7 @@ class QueueManager(Service):
     def _deliverFile(self, attempt: _Attempt) -> Deferred[None]:
         from ..client import RoutingError, groupByNexthop
 
+
         remote = [r.address for r in attempt.header.pending if not self._isLocal(r.address)]
         work: list[Deferred[None]] = []
         if remote:
@@ -731,6 +789,7 @@ class QueueManager(Service):
     def _deliverGroup(self, attempt: _Attempt, route: Any, recipients: list[str]) -> Deferred[None]:
         from ..client import Discard, ResolutionError, Undeliverable, resolveAll, resolveNow
 
+
         if isinstance(route, Discard):
             return self._record(attempt, recipients, "none", None, "sent", "2.0.0", route.reason or "discarded")
         if isinstance(route, Undeliverable):
@@ -799,6 +858,7 @@ class QueueManager(Service):
         destinations as usual.
         """
         from ..client import AttemptBudget
+
 
         budget = AttemptBudget(destinations, self._policy)
         lastError = ["4.4.1", "no destination to try"]
@@ -1194,23 +1254,8 @@ class QueueManager(Service):
             and attempt.remaining.issubset(entry.statusOffset for entry in entries)
         )
 
-        def mark() -> bool:
-            if marker is None:
-                return False
-            for entry in entries:
-                if not markRecipient(path, entry, marker, self._fsync):
-                    # Deleted meanwhile (postsuper -d): nothing to remove.
-                    return False
-            if not last:
-                return False
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                return False
-            return True
-
         attempt.marking += 1
-        marking: Deferred[bool] = self._worker.run(mark)
+        marking = self._mark(_MarkRequest(path, entries, marker, last))
 
         def settled(result: Any) -> Any:
             attempt.marking -= 1
@@ -1236,6 +1281,50 @@ class QueueManager(Service):
                 self._logOutcome(attempt, address, relay, connected, dsn, f"{status} ({reason})", connectionUse)
 
         return marking.addBoth(settled).addCallback(marked)
+
+    def _mark(self, request: _MarkRequest) -> Deferred[bool]:
+        """
+        Have C{request} carried out in the worker: in the next marker job,
+        which starts now if none is running, else when the running one
+        ends.  Under load the markers of concurrent deliveries so share one
+        job (one thread hand-off, and fsyncs of files whose changes the
+        first fsync's journal commit already made durable), without
+        delaying a marker when the worker is idle.
+
+        @return: fires with whether the file was removed, or fails with
+            what writing the marker raised.
+        """
+        result: Deferred[bool] = Deferred()
+        self._markQueue.append((request, result))
+        if not self._markRunning:
+            self._startMarking()
+        return result
+
+    def _startMarking(self) -> None:
+        batch, self._markQueue = self._markQueue, []
+        requests = [request for request, result in batch]
+        self._markRunning = True
+
+        def mark() -> list[bool | Exception]:
+            # Read at run time: tests replace the manager's fsync.
+            return _markAll(requests, self._fsync)
+
+        marking: Deferred[list[bool | Exception]] = self._worker.run(mark)
+        marking.addBoth(self._marked, batch)
+
+    def _marked(
+        self, outcomes: list[bool | Exception] | Failure, batch: list[tuple[_MarkRequest, Deferred[bool]]]
+    ) -> None:
+        self._markRunning = False
+        for index, (request, result) in enumerate(batch):
+            outcome = outcomes if isinstance(outcomes, Failure) else outcomes[index]
+            if isinstance(outcome, (Failure, Exception)):
+                result.errback(outcome)
+            else:
+                result.callback(outcome)
+        # Markers asked for meanwhile (and by the callbacks just run).
+        if self._markQueue and not self._markRunning:
+            self._startMarking()
 
     def _logOutcome(
         self,
