@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from mtaguard.smtp import Command, DataContent, EndOfData, Event, ServerParser
-from mtaguard.smtp._serverparser import _isClean
+from mtaguard.smtp._serverparser import _findDotLine, _isClean
 
 MODES = ("no", "normalize", "reject")
 
@@ -159,3 +159,41 @@ class IsCleanTests(SynchronousTestCase):
         """
         end = max(0, len(data) - shorter)
         self.assertEqual(_isClean(bytearray(data), end), self.counted(data, end))
+
+
+class FindDotLineTests(SynchronousTestCase):
+    """
+    L{_findDotLine} finds what C{bytearray.find(b"\\r\\n.")} finds.
+    """
+
+    def test_everySmallInput(self) -> None:
+        """
+        Every string of up to seven CRs, LFs, dots and other bytes, for
+        every start and end.
+        """
+        for length in range(8):
+            for letters in itertools.product(b"\r\n.a", repeat=length):
+                data = bytearray(letters)
+                for start in range(length + 1):
+                    for end in range(start, length + 1):
+                        self.assertEqual(
+                            _findDotLine(data, start, end),
+                            data.find(b"\r\n.", start, end),
+                            (data, start, end),
+                        )
+
+    @given(
+        st.lists(st.sampled_from([b"\r\n", b".", b"\r\n.", b"a", b"ab.", b"\n", b"\r"]), max_size=80),
+        st.integers(min_value=0, max_value=400),
+        st.integers(min_value=0, max_value=400),
+    )
+    @settings(max_examples=500, deadline=None)
+    def test_manyDots(self, pieces: list[bytes], start: int, end: int) -> None:
+        """
+        Inputs with more dots than are looked at one by one, so that the
+        search goes on with the whole pattern.
+        """
+        data = bytearray(b"".join(pieces))
+        start = min(start, len(data))
+        end = min(max(start, end), len(data))
+        self.assertEqual(_findDotLine(data, start, end), data.find(b"\r\n.", start, end))

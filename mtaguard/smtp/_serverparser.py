@@ -107,6 +107,40 @@ def _isClean(buf: bytearray, end: int) -> bool:
         return crs.startswith(view[1:end])
 
 
+#: How many dots L{_findDotLine} looks at one by one before it searches for
+#: the whole pattern instead.
+_SPARSE_DOTS = 8
+
+
+def _findDotLine(buf: bytearray, start: int, end: int) -> int:
+    """
+    C{buf.find(b"\\r\\n.", start, end)}, faster where dots are rare.
+
+    A search for a three-byte pattern runs at one or two bytes per
+    nanosecond; a search for one byte (C{memchr}) is ten times faster.
+    Large content is mostly base64, which has no dots at all, and headers
+    have a few: so the dots are looked at one at a time, each checked for
+    the CRLF before it, and only content with many dots (prose) goes on
+    with the pattern search from the last dot seen.
+
+    @param buf: The bytes.
+    @param start: Where the search starts.
+    @param end: Where it stops.
+    @return: The index of the CR, or -1.
+    """
+    dot = buf.find(b".", start + 2, end)
+    for _ in range(_SPARSE_DOTS):
+        if dot == -1:
+            return -1
+        if buf[dot - 1] == _LF and buf[dot - 2] == _CR:
+            return dot - 2
+        dot = buf.find(b".", dot + 1, end)
+    if dot == -1:
+        return -1
+    # A match ends at this dot or later, so it starts at dot - 2 or later.
+    return buf.find(b"\r\n.", dot - 2, end)
+
+
 def _take(buf: bytearray, start: int, end: int) -> bytes:
     """
     C{bytes(buf[start:end])} with one copy instead of two: slicing a
@@ -400,7 +434,7 @@ class ServerParser:
             if clean:
                 # No "\n" at pos itself: bytes before pos are never a CR,
                 # so that LF would have been bare.
-                lf = buf.find(b"\r\n.", pos, scanEnd)
+                lf = _findDotLine(buf, pos, scanEnd)
                 if lf != -1:
                     lf += 1
             else:
