@@ -409,3 +409,55 @@ class MarkerBatchTests(_ManagerHarness):
         self.assertFalse(os.path.exists(self.path(fine)))
 
     statuses = _managerTests.QueueManagerTests.statuses
+
+
+class MarkTogetherTests(_ManagerHarness):
+    """
+    L{markTogether}: all markers written before the first fsync, each
+    file fsync'ed, each outcome its own.
+    """
+
+    statuses = _managerTests.QueueManagerTests.statuses
+
+    def test_writtenBeforeFirstFsync(self) -> None:
+        from mtaguard.queue import RecipientStatus, parseQueueFile
+        from mtaguard.queue._markers import markTogether
+
+        queueIDs = [self.commit(OK) for _ in range(3)]
+        gone = self.commit(OK)
+        marks = []
+        for queueID in [*queueIDs, gone]:
+            with open(self.path(queueID), "rb") as handle:
+                header = parseQueueFile(handle.read()).header
+            marks.append((self.path(queueID), header.recipients, RecipientStatus.DELIVERED))
+        os.unlink(self.path(gone))
+        seen: list[list[RecipientStatus]] = []
+
+        def fsync(descriptor: int) -> None:
+            seen.append([self.statuses(queueID)[OK] for queueID in queueIDs])
+            os.fsync(descriptor)
+
+        self.assertEqual(markTogether(marks, fsync), [True, True, True, False])
+        self.assertEqual(seen, [[RecipientStatus.DELIVERED] * 3] * 3)
+
+    def test_fsyncFailureIsItsOwn(self) -> None:
+        from mtaguard.queue import RecipientStatus, parseQueueFile
+        from mtaguard.queue._markers import markTogether
+
+        queueIDs = [self.commit(OK) for _ in range(2)]
+        marks = []
+        for queueID in queueIDs:
+            with open(self.path(queueID), "rb") as handle:
+                header = parseQueueFile(handle.read()).header
+            marks.append((self.path(queueID), header.recipients, RecipientStatus.BOUNCED))
+        calls: list[int] = []
+
+        def fsync(descriptor: int) -> None:
+            calls.append(descriptor)
+            if len(calls) == 1:
+                raise OSError(5, "Input/output error")
+
+        [failed, fine] = markTogether(marks, fsync)
+        self.assertIsInstance(failed, OSError)
+        self.assertIs(fine, True)
+        self.assertEqual(len(calls), 2)

@@ -86,7 +86,7 @@ from ._envelope import Envelope
 from ._format import QueueFile, QueueFileHeader, QueueFormatError, QueuedRecipient, RecipientStatus, parseQueueFile
 from ._ids import isQueueID
 from ._local import formatDelay
-from ._markers import markRecipient
+from ._markers import markRecipient, markTogether
 from ._store import QueueStore
 
 __all__ = ["QueueManager", "markRecipient"]
@@ -249,36 +249,40 @@ class _MarkRequest:
 
 def _markAll(requests: Sequence[_MarkRequest], fsync: Callable[[int], None]) -> list[bool | Exception]:
     """
-    In the worker: carry out each request in order, each as it was when it
-    had a job of its own.
+    In the worker: every request's markers written and fsync'ed together
+    (L{markTogether}), then the files whose last pending recipients these
+    were removed, each only once its own markers are durable.
 
     @return: for each request, whether its file was removed, or the
         exception it raised (one request's failure is not another's).
     """
+    marks = []
+    for request in requests:
+        if request.status is not None:
+            marks.append((request.path, request.entries, request.status))
+    durable = iter(markTogether(marks, fsync))
     outcomes: list[bool | Exception] = []
     for request in requests:
-        try:
-            outcomes.append(_markOne(request, fsync))
-        except Exception as error:
-            outcomes.append(error)
+        if request.status is None:
+            outcomes.append(False)
+            continue
+        marked = next(durable)
+        if marked is not True:
+            # Gone (deleted meanwhile, postsuper -d: nothing to remove), or
+            # the marker failed.
+            outcomes.append(marked)
+        elif not request.remove:
+            outcomes.append(False)
+        else:
+            try:
+                os.unlink(request.path)
+            except FileNotFoundError:
+                outcomes.append(False)
+            except OSError as error:
+                outcomes.append(error)
+            else:
+                outcomes.append(True)
     return outcomes
-
-
-def _markOne(request: _MarkRequest, fsync: Callable[[int], None]) -> bool:
-    status = request.status
-    if status is None:
-        return False
-    for entry in request.entries:
-        if not markRecipient(request.path, entry, status, fsync):
-            # Deleted meanwhile (postsuper -d): nothing to remove.
-            return False
-    if not request.remove:
-        return False
-    try:
-        os.unlink(request.path)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 class _Connection:
