@@ -461,3 +461,69 @@ class MarkTogetherTests(_ManagerHarness):
         self.assertIsInstance(failed, OSError)
         self.assertIs(fine, True)
         self.assertEqual(len(calls), 2)
+
+
+class PerRouteTests(_ManagerHarness):
+    """
+    What the manager works out once per route or connection, not per
+    message.
+    """
+
+    def startLiteral(self, **values: str) -> Any:
+        manager = self.makeManager(relayhost="[192.0.2.44]:2525", **values)
+        manager._resolver = _NoResolver()
+        self.manager = manager
+        manager.startService()
+        self.network.settle()
+        return manager
+
+    def send(self, count: int) -> None:
+        manager = self.manager
+        assert manager is not None
+        for _ in range(count):
+            queueID = self.commit(OK)
+            manager.queued(queueID, (OK,))
+            self.network.settle()
+
+    def test_literalResolvedOnce(self) -> None:
+        """
+        A bracketed next hop is worked out for its first message only.
+        """
+        from mtaguard.queue import _manager
+
+        calls: list[Any] = []
+        resolveNow = _manager.resolveNow
+        self.patch(_manager, "resolveNow", lambda *args: calls.append(args) or resolveNow(*args))
+        self.startLiteral()
+        self.send(3)
+        self.assertEqual(len(self.delivered()), 3)
+        self.assertEqual(len(calls), 1)
+
+    def test_literalErrorEachTime(self) -> None:
+        """
+        A bracketed next hop that cannot be used (its address family is
+        off) defers every message with the same error.
+        """
+        manager = self.makeManager(relayhost="[2001:db8::44]:2525", inet_protocols="ipv4")
+        manager._resolver = _NoResolver()
+        self.manager = manager
+        manager.startService()
+        self.send(2)
+        lines = self.deliveryLines(OK)
+        self.assertEqual(len(lines), 2)
+        for line in lines:
+            self.assertIn("status=deferred", line)
+            self.assertIn("address family disabled", line)
+
+    def test_closeWatchedOnce(self) -> None:
+        """
+        A connection cached after every message is watched for its close
+        once, not once per caching.
+        """
+        manager = self.startLiteral(smtp_connection_cache_destinations="[192.0.2.44]:2525")
+        self.send(4)
+        self.assertEqual(len(self.delivered()), 4)
+        self.assertEqual(set(self.network.connections), {"192.0.2.44"})
+        self.assertEqual(len(self.network.connections), 1)
+        [[connection]] = manager._cache.values()
+        self.assertEqual(len(connection.protocol._closedWaiters), 1)

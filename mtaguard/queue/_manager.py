@@ -79,6 +79,16 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..client._routing import (
+    AttemptBudget,
+    Discard,
+    ResolutionError,
+    RoutingError,
+    Undeliverable,
+    groupByNexthop,
+    resolveAll,
+    resolveNow,
+)
 from ..client._sasl import SASLClientSettings
 from ..config import ParameterView, params
 from ._dsn import FailedRecipient, buildBounce
@@ -93,6 +103,9 @@ __all__ = ["QueueManager", "markRecipient"]
 
 #: Connects to one destination: returns the endpoint for it.
 Connector = Callable[[Any], IStreamClientEndpoint]
+
+#: How many routes' L{resolveNow} answers a manager keeps.
+_LITERAL_ROUTES_LIMIT = 1024
 
 
 def _readQueueFile(path: str) -> QueueFile:
@@ -209,7 +222,9 @@ class _Attempt:
         #: for a connection slot, so that a backlog holds no content.
         self.content = content
         self.started = started
-        pending = header.pending
+        #: The recipients pending when the file was read (local ones
+        #: included).
+        self.pending = pending = header.pending
         self.byAddress: dict[str, list[QueuedRecipient]] = {}
         for recipient in pending:
             self.byAddress.setdefault(recipient.address, []).append(recipient)
@@ -308,6 +323,9 @@ class _Connection:
         self.cacheable = cacheable
         self.uses = 0
         self.expiry: Optional[IDelayedCall] = None
+        #: Its closing takes it out of the cache (registered once, at the
+        #: first caching, however often it is cached again).
+        self.watched = False
 
 
 class QueueManager(Service):
@@ -390,6 +408,9 @@ class QueueManager(Service):
         #: is in the worker now (see _mark).
         self._markQueue: list[tuple[_MarkRequest, Deferred[bool]]] = []
         self._markRunning = False
+        #: Route -> what resolveNow said: destinations, the error, or None
+        #: (the route needs the resolver).
+        self._literalRoutes: dict[tuple[Any, ...], tuple[Any, ...] | ResolutionError | None] = {}
 
     # -- service -----------------------------------------------------------
 
@@ -612,10 +633,8 @@ class QueueManager(Service):
     # -- one file ----------------------------------------------------------
 
     def _deliverFile(self, attempt: _Attempt) -> Deferred[None]:
-        from ..client import RoutingError, groupByNexthop
 
-
-        remote = [r.address for r in attempt.header.pending if not self._isLocal(r.address)]
+        remote = [r.address for r in attempt.pending if not self._isLocal(r.address)]
         work: list[Deferred[None]] = []
         if remote:
             routes: dict[str, Any] = {}
@@ -791,8 +810,6 @@ class QueueManager(Service):
     # -- one next hop ------------------------------------------------------
 
     def _deliverGroup(self, attempt: _Attempt, route: Any, recipients: list[str]) -> Deferred[None]:
-        from ..client import Discard, ResolutionError, Undeliverable, resolveAll, resolveNow
-
 
         if isinstance(route, Discard):
             return self._record(attempt, recipients, "none", None, "sent", "2.0.0", route.reason or "discarded")
@@ -829,14 +846,32 @@ class QueueManager(Service):
 
         # An address in brackets (relayhost = [192.0.2.1]:587) needs no
         # resolver: the delivery starts in this call.
-        try:
-            known = resolveNow(nexthops, self._policy)
-        except ResolutionError:
-            return unresolved(Failure())
+        known = self._resolvedNow(nexthops)
+        if isinstance(known, ResolutionError):
+            return unresolved(Failure(known))
         if known is not None:
-            return resolved(known)
+            return resolved(list(known))
         resolving = resolveAll(nexthops, self._resolver, self._policy, random=self._random)
         return resolving.addCallbacks(resolved, unresolved)
+
+    def _resolvedNow(self, nexthops: tuple[Any, ...]) -> tuple[Any, ...] | ResolutionError | None:
+        """
+        L{resolveNow} for a route, remembered: the answer for addresses in
+        brackets does not change while the manager runs.
+        """
+        if nexthops in self._literalRoutes:
+            return self._literalRoutes[nexthops]
+        known: tuple[Any, ...] | ResolutionError | None
+        try:
+            found = resolveNow(nexthops, self._policy)
+            known = None if found is None else tuple(found)
+        except ResolutionError as error:
+            known = error
+        if len(self._literalRoutes) >= _LITERAL_ROUTES_LIMIT:
+            # Domain literals in recipients are anyone's to choose.
+            self._literalRoutes.clear()
+        self._literalRoutes[nexthops] = known
+        return known
 
     def _deliverTo(
         self,
@@ -861,8 +896,6 @@ class QueueManager(Service):
         it cannot deliver (its RSET failed, a soft failure) goes on to the
         destinations as usual.
         """
-        from ..client import AttemptBudget
-
 
         budget = AttemptBudget(destinations, self._policy)
         lastError = ["4.4.1", "no destination to try"]
@@ -998,7 +1031,9 @@ class QueueManager(Service):
             connection.expiry = self._clock.callLater(
                 self._view[params.smtp_connection_cache_time_limit], self._expire, connection
             )
-            protocol.whenClosed().addCallback(lambda ignored: self._uncache(connection))
+            if not connection.watched:
+                connection.watched = True
+                protocol.whenClosed().addCallback(lambda ignored: self._uncache(connection))
             return succeed(None)
         closing: Deferred[None] = protocol.quit() if protocol.usable else succeed(None)
         return closing.addErrback(lambda failure: None)
