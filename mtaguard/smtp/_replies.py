@@ -48,6 +48,18 @@ class Reply:
         # Called for most replies: construct directly, evolve() is slower.
         return Reply(self.code, self.enhanced, self.text.format(**fields))
 
+    def formatBytes(self, **fields: object) -> bytes:
+        """
+        C{format(**fields).toBytes()} without the intermediate reply: for
+        the replies with a field that go out once per message.
+
+        @param fields: The values, by field name.
+        @return: The line, as L{toBytes} renders it.
+        @raise KeyError: If a field is missing.
+        """
+        prefix = f"{self.code} {self.enhanced} " if self.enhanced else f"{self.code} "
+        return _encode(prefix + self.text.format(**fields)) + b"\r\n"
+
     def toBytes(self) -> bytes:
         """
         Render the reply as one line, C{CODE ENHANCED TEXT} and CRLF.

@@ -895,7 +895,7 @@ class SMTPServerProtocol(Protocol):
                 session.recipientsOvershoot = 0
                 self._record(verb, True)
                 if not self._closing:
-                    self._write(replies.QUEUED.format(queueID=result).toBytes())
+                    self._write(replies.QUEUED.formatBytes(queueID=result))
                     self._startCommandDeadline()
                 self._context.queued(result, recipients)
             finally:
@@ -960,7 +960,7 @@ class SMTPServerProtocol(Protocol):
             self._finishMessage("BDAT", transaction.failed if transaction else False)
             return
         self._record("BDAT", True)
-        self._reply(replies.CHUNK_OK.format(size=size))
+        self._reply(replies.CHUNK_OK.formatBytes(size=size))
         self._startCommandDeadline()
 
     def do_RSET(self, command: Command) -> None:
