@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from mtaguard.client import AddressPolicy, Nexthop, ResolutionError, Router, resolveAll, resolveNow
@@ -527,3 +528,90 @@ class PerRouteTests(_ManagerHarness):
         self.assertEqual(len(self.network.connections), 1)
         [[connection]] = manager._cache.values()
         self.assertEqual(len(connection.protocol._closedWaiters), 1)
+
+
+class _CountingTransport(StringTransport):
+    """
+    A L{StringTransport} that records each write and counts producer
+    registrations.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.registrations = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.registrations += 1
+        super().registerProducer(producer, streaming)
+
+
+class SmallContentTests(SynchronousTestCase):
+    """
+    Content that fits in one chunk is written with the end of data in one
+    write, without a producer; larger content still streams.
+    """
+
+    def server(self) -> Any:
+        from .test_client_protocol import ScriptedServer
+
+        return ScriptedServer(_CountingTransport())
+
+    def test_oneWrite(self) -> None:
+        from .test_client_protocol import outbound, toData
+
+        s = self.server()
+        content = b"Subject: one\r\n\r\n.starts with a dot\r\nbody\r\n"
+        delivered = toData(s, outbound(content))
+        self.assertEqual(s.transport.writes[-1], b"Subject: one\r\n\r\n..starts with a dot\r\nbody\r\n.\r\n")
+        self.assertEqual(s.transport.registrations, 0)
+        s.take()
+        s.reply(b"250 2.0.0 Ok: queued\r\n")
+        self.assertEqual(self.successResultOf(delivered).outcomes[0].status, "sent")
+
+    def test_noFinalLineEnd(self) -> None:
+        """
+        Content without a final CRLF gets one before the end of data, in
+        the same write.
+        """
+        from .test_client_protocol import outbound, toData
+
+        s = self.server()
+        toData(s, outbound(b"Subject: x\r\n\r\nno end"))
+        self.assertEqual(s.transport.writes[-1], b"Subject: x\r\n\r\nno end\r\n.\r\n")
+
+    def test_unreadable(self) -> None:
+        """
+        A source that fails to read aborts the connection without an end
+        of data, as the producer does.
+        """
+        import io
+
+        from mtaguard.client import OutboundMessage
+
+        from .test_client_protocol import SENDER, LOCAL, toData
+
+        class Broken(io.BytesIO):
+            def read(self, size: Any = -1) -> bytes:
+                raise OSError(5, "Input/output error")
+
+        s = self.server()
+        delivered = toData(s, OutboundMessage(SENDER, (LOCAL,), (), Broken(), 100, "QID9"))
+        self.assertTrue(s.transport.disconnected)
+        self.assertNotIn(b".\r\n", b"".join(s.transport.writes[-1:]))
+        s.lose()
+        self.assertEqual(self.successResultOf(delivered).outcomes[0].status, "deferred")
+
+    def test_largeStillStreams(self) -> None:
+        from mtaguard.client import CHUNK_SIZE
+
+        from .test_client_protocol import outbound, toData
+
+        s = self.server()
+        content = b"Subject: big\r\n\r\n" + b"z" * 78 + b"\r\n" + (b"w" * 78 + b"\r\n") * (CHUNK_SIZE // 80 + 1)
+        toData(s, outbound(content))
+        self.assertEqual(s.transport.registrations, 1)

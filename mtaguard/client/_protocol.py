@@ -720,6 +720,9 @@ class SMTPClientProtocol(Protocol):
         self._startRequest(
             _TIMEOUTS[action.timeout], minDataRate=self._view[params.smtp_min_data_rate]
         )
+        if inFlight.outbound.size <= CHUNK_SIZE:
+            self._sendSmallContent(inFlight.outbound)
+            return
         producer = self._producer = _ContentProducer(
             inFlight.outbound.content,
             inFlight.outbound.size,
@@ -731,6 +734,40 @@ class SMTPClientProtocol(Protocol):
         # A push producer starts on its own: the transport only pauses and
         # resumes it.
         producer.resumeProducing()
+
+    def _sendSmallContent(self, outbound: OutboundMessage) -> None:
+        """
+        Content that fits in one chunk, as the producer would send it in
+        one turn (read, encode, end of data), without registering a
+        producer, and with the end of data in the same write: a typical
+        message costs one C{transport.write} for its content, not two.
+        """
+        pieces = []
+        remaining = outbound.size
+        while remaining:
+            try:
+                piece = outbound.content.read(remaining)
+            except OSError as error:
+                self._contentFailed(ContentError(f"error reading message content: {error}"))
+                return
+            if not piece:
+                self._contentFailed(
+                    ContentError(f"message content ends {remaining} bytes before its size")
+                )
+                return
+            pieces.append(piece)
+            remaining -= len(piece)
+        encoded = self._session.encodeContent(b"".join(pieces)) if pieces else b""
+        actions = self._session.contentDone()
+        if encoded:
+            # The end of data is the first Send of contentDone.
+            for index, action in enumerate(actions):
+                if isinstance(action, Send):
+                    actions[index] = Send(encoded + action.data)
+                    break
+            else:
+                actions.insert(0, Send(encoded))
+        self._dispatch(actions)
 
     def _contentChunk(self, chunk: bytes) -> None:
         data = self._session.encodeContent(chunk)
