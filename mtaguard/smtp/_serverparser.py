@@ -430,7 +430,13 @@ class ServerParser:
             if pos >= n:
                 break
             if clean is None:
-                clean = self._cleanFastPath and _isClean(buf, scanEnd)
+                # A message that had a bare LF is likely to have more: it
+                # goes on by the general path without checking again.
+                clean = (
+                    self._cleanFastPath
+                    and not self._sawBareLineFeed
+                    and _isClean(buf, scanEnd)
+                )
             if clean:
                 # No "\n" at pos itself: bytes before pos are never a CR,
                 # so that LF would have been bare.
