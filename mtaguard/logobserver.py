@@ -83,9 +83,11 @@ class ClassicLogText:
                 system = str(system)
             except Exception:
                 system = "UNFORMATTABLE"
-        if "\n" in text:
-            text = text.replace("\n", "\n\t")
-        return f"{self._stamp} [{system}] {text}\n"
+        line = f"{self._stamp} [{system}] {text}"
+        if "\n" in line:
+            # Continuation lines are indented, in the system as in the text.
+            line = line.replace("\n", "\n\t")
+        return line + "\n"
 
 
 def classicFileLogObserver(outFile: IO[Any], timeFormat: str = timeFormatRFC3339) -> ILogObserver:

@@ -115,6 +115,12 @@ class ClassicLogTextTests(SynchronousTestCase):
             failure = Failure()
         self.assertSame(dict(log_format="oops", log_time=1.0, log_failure=failure))
 
+    def test_newlineInSystem(self) -> None:
+        """
+        A line break in the system is indented as one in the text is.
+        """
+        self.assertSame(dict(log_format="0", log_time=0.0, log_system="\n"))
+
     def test_noFormat(self) -> None:
         """
         No format, a bytes format, an empty text: as Twisted.
