@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from ..config import ParameterView, params
 from ..deadline import Deadline, hangUp
+from ..sendnow import canSendNow, sendNow
 from ..interfaces import IQueue
 from ..queue import Envelope
 from ..tls import IPeerName, peerTLSSummary
@@ -163,6 +164,7 @@ class SMTPServerProtocol(Protocol):
         self._inData = False
         self._inChunk = False
         self._tlsStarting = False
+        self._sendNow = False
         self.session: Session
         self._parser: ServerParser
         self._deadline = Deadline(clock=self._clock, expired=self._timedOut)
@@ -174,6 +176,7 @@ class SMTPServerProtocol(Protocol):
         # makeConnection, which always runs before connectionMade).  Every
         # "type: ignore[union-attr]" or "[arg-type]" on self.transport in
         # this class is for that None, which no connected protocol sees.
+        self._sendNow = canSendNow(self.transport)
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         address = getattr(peer, "host", "127.0.0.1")
         port = getattr(peer, "port", 0)
@@ -294,7 +297,10 @@ class SMTPServerProtocol(Protocol):
     # -- output ----------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
+        if self._sendNow:
+            sendNow(self.transport, data)
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def _reply(self, reply: Reply | bytes, then: Callable[[], None] | None = None) -> None:
         """
