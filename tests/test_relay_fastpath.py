@@ -615,3 +615,72 @@ class SmallContentTests(SynchronousTestCase):
         content = b"Subject: big\r\n\r\n" + b"z" * 78 + b"\r\n" + (b"w" * 78 + b"\r\n") * (CHUNK_SIZE // 80 + 1)
         toData(s, outbound(content))
         self.assertEqual(s.transport.registrations, 1)
+
+
+class EarlyReleaseTests(_ManagerHarness):
+    """
+    A delivery with nothing left for another server frees its connection
+    and concurrency slot once the session is over; its markers become
+    durable meanwhile, and the attempt waits for them.
+    """
+
+    def test_nextMessageBeforeMarker(self) -> None:
+        manager = self.makeManager(
+            relayhost="[192.0.2.44]:2525",
+            default_destination_concurrency_limit="1",
+            smtp_connection_cache_destinations="[192.0.2.44]:2525",
+        )
+        self.manager = manager
+        manager.startService()
+        self.network.settle()
+        held = ManualWorker()
+        store = self.store.worker
+
+        class HoldingMarkers:
+            # Marker jobs wait; reading a file and the rest run at once.
+            def run(self, job: Any) -> Deferred[Any]:
+                return (held if job.__name__ == "mark" else store).run(job)
+
+        manager._worker = HoldingMarkers()
+        first = self.commit(OK)
+        manager.queued(first, (OK,))
+        self.network.settle()
+        second = self.commit(OK)
+        manager.queued(second, (OK,))
+        self.network.settle()
+        # Both sent over the one connection while the first marker job
+        # still waits in the worker: nothing logged, both files there.
+        self.assertEqual(self.delivered(), [(OK,), (OK,)])
+        self.assertEqual(self.network.connections, ["192.0.2.44"])
+        self.assertEqual(self.deliveryLines(OK), [])
+        self.assertTrue(os.path.exists(self.path(first)))
+        self.assertTrue(os.path.exists(self.path(second)))
+        held.runAll()
+        self.assertEqual(len(self.deliveryLines(OK)), 2)
+        self.assertIn(f"{first}: removed", self.lines())
+        self.assertIn(f"{second}: removed", self.lines())
+        self.assertFalse(os.path.exists(self.path(first)))
+        self.assertFalse(os.path.exists(self.path(second)))
+
+    def test_markerFailureDefers(self) -> None:
+        """
+        A marker that cannot be written after the connection was released
+        still fails the attempt, as when the connection waited for it: the
+        failure is logged, the outcome is not.
+        """
+        manager = self.makeManager(relayhost="[192.0.2.44]:2525")
+
+        def fsync(descriptor: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        manager._fsync = fsync
+        self.manager = manager
+        manager.startService()
+        self.network.settle()
+        queueID = self.commit(OK)
+        manager.queued(queueID, (OK,))
+        self.network.settle()
+        self.assertEqual(self.delivered(), [(OK,)])
+        self.assertTrue(any(f"{queueID}: delivery failed" in line for line in self.lines()))
+        self.assertEqual(self.deliveryLines(OK), [])
+        self.flushLoggedErrors(OSError)

@@ -71,7 +71,7 @@ import os
 from typing import IO, Any, Callable, Iterable, Optional, Sequence
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, gatherResults, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError, TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint, ITransport
@@ -241,6 +241,8 @@ class _Attempt:
         self.bounced = False
         #: The recipients bounced in this attempt, for the notification.
         self.failures: list[FailedRecipient] = []
+        #: Outcomes being recorded after their connection was released.
+        self.recording: list[Deferred[Any]] = []
 
 
 class _MarkRequest:
@@ -647,16 +649,22 @@ class QueueManager(Service):
                     work.append(self._record(attempt, [address], "none", None, "bounced", "5.1.3", str(problem)))
             for route, group in groupByNexthop(routable, routes.__getitem__, self._recipientLimit):
                 work.append(self._deliverGroup(attempt, route, group))
-        done = gatherResults(work, consumeErrors=True)
+        def groupsDone(result: object) -> Deferred[list[object]]:
+            # The outcomes recorded after their connection was released.
+            return gatherResults(attempt.recording, consumeErrors=True)
+
+        done = gatherResults(work, consumeErrors=True).addCallback(groupsDone)
 
         def allDone(result: object) -> Deferred[None]:
             return self._finishFile(attempt)
 
         def failed(failure: Failure) -> Deferred[None]:
-            # A failure to record an outcome (the file system): retry later.
+            # A failure to record an outcome (the file system): retry later,
+            # once the markers still being written are done.
             self._log.failure("{queueID}: delivery failed", failure, queueID=attempt.queueID)
             attempt.deferred = True
-            return self._finishFile(attempt)
+            settling = DeferredList(list(attempt.recording), consumeErrors=True)
+            return settling.addCallback(lambda ignored: self._finishFile(attempt))
 
         return done.addCallbacks(allDone, failed)
 
@@ -1238,6 +1246,14 @@ class QueueManager(Service):
                 else:
                     kept += [(recipient, "4.4.2", reason) for recipient in missing]
             recorded = gatherResults(work, consumeErrors=True)
+            if not kept:
+                # Nothing left for another server: the connection and the
+                # concurrency slot are free for the next message now, while
+                # the markers become durable (the attempt waits for them
+                # before it decides about the file; each outcome is still
+                # logged only once durable).
+                attempt.recording.append(recorded)
+                return self._release(connection).addCallback(lambda ignored: kept)
 
             def release(result: object) -> Deferred[object]:
                 return self._release(connection).addCallback(lambda ignored: result)
