@@ -57,6 +57,22 @@ class Deadline:
     earlier time makes the reactor search its heap linearly.
     """
 
+    # Every connection holds one, idle ones included: no per-instance dict.
+    __slots__ = (
+        "_active",
+        "_budget",
+        "_call",
+        "_cancelled",
+        "_clock",
+        "_expired",
+        "_expiresAt",
+        "_minDataRate",
+        "_pauses",
+        "_perRequest",
+        "_scheduledAt",
+        "_timeout",
+    )
+
     def __init__(self, *, clock: IReactorTime, expired: Callable[[], None]) -> None:
         """
         @param clock: the source of time and of the C{DelayedCall}.

@@ -120,15 +120,10 @@ class SMTPServerFactory(Factory):
         self._checkStress()
         protocol = SMTPServerProtocol(self.context)
         protocol.factory = self
-        original = protocol.connectionLost
-
-        def connectionLost(reason: Any = None) -> None:
-            try:
-                original(reason) if reason is not None else original()
-            finally:
-                self._sessionEnded(host)
-
-        protocol.connectionLost = connectionLost  # type: ignore[method-assign]
+        # The protocol gives the count back when its connection ends; a
+        # string per session rather than a closure (held by every idle
+        # connection, so its size counts).
+        protocol.countedHost = host
         return protocol
 
     # -- per-client limits ------------------------------------------------------
@@ -172,7 +167,10 @@ class SMTPServerFactory(Factory):
             arrivals.append(now)
         return None
 
-    def _sessionEnded(self, host: str) -> None:
+    def sessionEnded(self, host: str) -> None:
+        """
+        A session counted by L{buildProtocol} for client C{host} ended.
+        """
         self.sessions -= 1
         self._perClient[host] -= 1
         if self._perClient[host] <= 0:

@@ -165,6 +165,9 @@ class SMTPServerProtocol(Protocol):
         self._inChunk = False
         self._tlsStarting = False
         self._sendNow = False
+        #: The client address the factory counted this session under, to
+        #: give back when it ends; None when no factory counted it.
+        self.countedHost: Optional[str] = None
         self.session: Session
         self._parser: ServerParser
         self._deadline = Deadline(clock=self._clock, expired=self._timedOut)
@@ -221,6 +224,14 @@ class SMTPServerProtocol(Protocol):
         return self.session.client
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        try:
+            self._connectionLost()
+        finally:
+            host, self.countedHost = self.countedHost, None
+            if host is not None:
+                self.factory.sessionEnded(host)
+
+    def _connectionLost(self) -> None:
         self._deadline.cancel()
         if self._abortCall is not None and self._abortCall.active():
             self._abortCall.cancel()
