@@ -312,32 +312,6 @@ def memoryRun(work: str, total: int) -> list[tuple[int, int, int]]:
     return samples
 
 
-def readThreadProfile(path: str, tid: int) -> tuple[collections.Counter[str], collections.Counter[str], int]:
-    """
-    Like L{readSpyProfile}, for the samples of one thread only (C{py-spy
-    --threads} puts C{thread (TID)} first in each stack).
-    """
-    own: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
-    samples = 0
-    marker = f"thread ({tid})"
-    with open(path) as handle:
-        for line in handle:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack.startswith(marker) or not count.isdigit():
-                continue
-            frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].replace(ROOT + "/", "") + ")"
-                      for f in stack.split(";")[1:]]
-            if not frames:
-                continue
-            n = int(count)
-            samples += n
-            own[frames[-1]] += n
-            for frame in set(frames):
-                total[frame] += n
-    return own, total, samples
-
-
 def profileRelay(server: Server, sink: Sink, messages: int, out: str) -> list[tuple[str, float, float]]:
     """
     py-spy samples of mtaguard during relay runs: top functions by own
@@ -363,7 +337,7 @@ def profileRelay(server: Server, sink: Sink, messages: int, out: str) -> list[tu
         (frame, 100.0 * own[frame] / samples, 100.0 * n / samples)
         for frame, n in total.most_common(80) if "mtaguard" in frame
     ][:30]
-    own, total, reactorSamples = readThreadProfile(out, server.pid)
+    own, total, reactorSamples = readSpyProfile(out, server.pid)
     if reactorSamples:
         rows += [(f"-- reactor thread: {reactorSamples} of {samples} samples, own --", 0.0, 0.0)] + [
             (frame, 100.0 * n / reactorSamples, 100.0 * total[frame] / reactorSamples)

@@ -476,10 +476,14 @@ def profileMtaguard(server: Server, seconds: float, out: str) -> list[tuple[str,
     ][:20]
 
 
-def readSpyProfile(path: str) -> tuple[collections.Counter[str], collections.Counter[str], int]:
+def readSpyProfile(
+    path: str, tid: int | None = None
+) -> tuple[collections.Counter[str], collections.Counter[str], int]:
     """
     Read a C{py-spy record --format raw} file.
 
+    @param tid: keep only the samples of this thread (C{py-spy --threads}
+        puts C{thread (TID)} first in each stack); all samples if L{None}.
     @return: samples per frame as the innermost one (own), per frame
         anywhere on the stack (inclusive), and the number of samples.
         Frames are C{function (file)}, the file relative to the project.
@@ -487,13 +491,21 @@ def readSpyProfile(path: str) -> tuple[collections.Counter[str], collections.Cou
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
     samples = 0
+    marker = None if tid is None else f"thread ({tid})"
     with open(path) as handle:
         for line in handle:
             stack, _, count = line.rstrip("\n").rpartition(" ")
             if not stack or not count.isdigit():
                 continue
+            names = stack.split(";")
+            if marker is not None:
+                if not stack.startswith(marker):
+                    continue
+                names = names[1:]
             frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].replace(ROOT + "/", "") + ")"
-                      for f in stack.split(";")]
+                      for f in names]
+            if not frames:
+                continue
             n = int(count)
             samples += n
             own[frames[-1]] += n

@@ -20,9 +20,10 @@ from mtaguard.queue._maildir import MaildirAgent, mailboxName
 ARRIVAL = 1_764_000_000.0
 
 
-def anEnvelope(*recipients: str) -> Envelope:
+def anEnvelope(*recipients: str, arrival: float = ARRIVAL) -> Envelope:
     """
-    @return: an envelope from C{sender@client.example} to C{recipients}.
+    @return: an envelope from C{sender@client.example} to C{recipients},
+        arrived at C{arrival}.
     """
     return Envelope(
         sender="sender@client.example",
@@ -35,7 +36,7 @@ def anEnvelope(*recipients: str) -> Envelope:
         protocol="ESMTP",
         tls=False,
         authUser=None,
-        arrival=ARRIVAL,
+        arrival=arrival,
     )
 
 

@@ -18,31 +18,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from mtaguard.client import AddressPolicy, Nexthop, ResolutionError, Router, resolveAll, resolveNow
 from mtaguard.client._routing import Undeliverable
 from mtaguard.config import ParameterView
-from mtaguard.queue import Envelope
 from mtaguard.queue._store import INLINE_CONTENT_BYTES, ManualWorker
 
 from .test_client_routing import FakeResolver
 from . import test_queue_manager as _managerTests
+from .test_queue_local import anEnvelope
 from .test_queue_manager import OK
 
 SMALL = b"Subject: small\r\n\r\n" + b"line of the body\r\n" * 40
 LARGE = b"Subject: large\r\n\r\n" + b"x" * 78 + b"\r\n" * 1 + (b"y" * 78 + b"\r\n") * (INLINE_CONTENT_BYTES // 80 + 10)
 
-
-def _envelope(*recipients: str, arrival: float) -> Envelope:
-    return Envelope(
-        sender="sender@client.example",
-        recipients=recipients,
-        parameters=(),
-        clientAddress="192.0.2.7",
-        clientPort=40123,
-        clientName="unknown",
-        helo="client.example",
-        protocol="ESMTP",
-        tls=False,
-        authUser=None,
-        arrival=arrival,
-    )
 
 
 class CommittedContentTests(SynchronousTestCase):
@@ -59,7 +44,7 @@ class CommittedContentTests(SynchronousTestCase):
         store = QueueStore(directory, reactor=Clock(), worker=worker)
         store.start()
         self.addCleanup(store.stop)
-        message = store.newMessage(_envelope(OK, arrival=1.0))
+        message = store.newMessage(anEnvelope(OK, arrival=1.0))
         for chunk in chunks:
             message.write(chunk)
         seen: list[Any] = []
@@ -134,7 +119,7 @@ class SentFromMemoryTests(_ManagerHarness):
         held = ManualWorker()
         self.store.worker = held
         try:
-            message = self.store.newMessage(_envelope(*recipients, arrival=self.clock.seconds()))
+            message = self.store.newMessage(anEnvelope(*recipients, arrival=self.clock.seconds()))
             message.write(content)
             committed: Deferred[str] = message.commit()
             committed.addCallback(lambda queueID: manager.queued(queueID, recipients) or queueID)
