@@ -214,6 +214,7 @@ class LocalDeliveryTests(ManagerTestsMixin, SynchronousTestCase):
         self.assertEqual(
             self.lines(),
             [
+                f"{queueID}: from=<sender@client.example>, size={len(CONTENT)}, nrcpt=2 (queue active)",
                 f"{queueID}: to=<alice@mx.example>, relay=local, delay=0.5, delays=0.5/0/0/0, dsn=2.0.0, "
                 "status=sent (delivered to maildir)",
                 f"{queueID}: to=<Bob@MX.example>, relay=local, delay=0.5, delays=0.5/0/0/0, dsn=2.0.0, "
@@ -221,7 +222,7 @@ class LocalDeliveryTests(ManagerTestsMixin, SynchronousTestCase):
                 f"{queueID}: removed",
             ],
         )
-        self.assertEqual(self.events[0]["recipient"], "alice@mx.example")
+        self.assertEqual(self.events[1]["recipient"], "alice@mx.example")
 
     def test_remoteStaysPending(self) -> None:
         """
@@ -240,6 +241,8 @@ class LocalDeliveryTests(ManagerTestsMixin, SynchronousTestCase):
         # Queued again (a restart): nothing delivered twice.
         self.makeManager().queued(queueID)
         self.assertEqual(len(self.mailbox("alice")), 1)
+        # A remote recipient pending: qmgr's line is the queue manager's.
+        self.assertFalse([line for line in self.lines() if "(queue active)" in line])
 
     def test_failureDefers(self) -> None:
         """
@@ -253,7 +256,7 @@ class LocalDeliveryTests(ManagerTestsMixin, SynchronousTestCase):
         queueID = self.commit("alice@mx.example")
         self.manager.queued(queueID)
         self.assertEqual(os.listdir(self.store.activeDirectory), [queueID])
-        self.assertIn("dsn=4.3.0, status=deferred (maildir delivery failed:", self.lines()[0])
+        self.assertIn("dsn=4.3.0, status=deferred (maildir delivery failed:", self.lines()[1])
 
     def test_corruptMoved(self) -> None:
         """

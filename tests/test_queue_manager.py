@@ -343,6 +343,9 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertTrue(line.startswith(f"{queueID}: to=<{OK}>, relay=mx.example.org[192.0.2.1]:25, delay=0, delays=0/0/0/0, dsn=2.0.0, status=sent (250 "), line)
         self.assertIn(f"{queueID}: removed", self.lines())
         self.assertEqual(self.network.openConnections(), 0)
+        # qmgr's line, before the delivery's, as Postfix logs them.
+        active = f"{queueID}: from=<sender@client.example>, size={len(CONTENT)}, nrcpt=1 (queue active)"
+        self.assertLess(self.lines().index(active), self.lines().index(line))
 
     def test_durableBeforeLogged(self) -> None:
         """
@@ -456,6 +459,8 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertEqual(self.delivered(), [(BAD,)])
         self.assertIn("status=sent (250 ", self.deliveryLines(BAD)[-1])
         self.assertFalse(os.path.exists(self.path(queueID)))
+        # Each attempt re-enters Postfix's active queue, and says so.
+        self.assertEqual(len([line for line in self.lines() if line.endswith("(queue active)")]), 3)
 
     def test_backoffIsTimeInQueue(self) -> None:
         """

@@ -125,6 +125,10 @@ class VerifiedTLSToPostfixTests(TestCase):
             f"{queueID}: warning: header Subject: relay over verified TLS from", postfixLog
         )
         self.assertIn("status=sent (relayed)", postfixLog)
+        # qmgr's line has the same form in both logs.
+        active = re.compile(r"[0-9A-Za-z]+: from=<sender@example\.org>, size=\d+, nrcpt=1 \(queue active\)")
+        self.assertRegex(log, active)
+        self.assertRegex(postfixLog, active)
 
     def test_wrongNameDeferred(self) -> None:
         """

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._format import QueueFile, QueueFormatError, QueuedRecipient, RecipientStatus, parseQueueFile
+from ._format import QueueFile, QueueFileHeader, QueueFormatError, QueuedRecipient, RecipientStatus, parseQueueFile
 from ._ids import isQueueID
 from ._maildir import MaildirAgent
 from ._markers import markRecipient
@@ -50,6 +50,24 @@ def formatDelay(seconds: float) -> str:
         text = f"{seconds:.2f}"
     text = text.rstrip("0").rstrip(".")
     return text or "0"
+
+
+#: Postfix's qmgr line for a message that enters the active queue (at
+#: arrival and at each retry); log tools count received mail and bytes from it.
+ACTIVE_LOG_FORMAT = "{queueID}: from=<{sender}>, size={size}, nrcpt={nrcpt} (queue active)"
+
+
+def logActive(log: Logger, header: QueueFileHeader) -> None:
+    """
+    Log qmgr's line for a message whose delivery attempt starts.
+    """
+    log.info(
+        ACTIVE_LOG_FORMAT,
+        queueID=header.queueID,
+        sender=header.envelope.sender,
+        size=header.size,
+        nrcpt=len(header.envelope.recipients),
+    )
 
 
 def _readQueueFile(path: str) -> QueueFile:
@@ -170,6 +188,10 @@ class LocalDeliveryManager(Service):
 
         def read(queued: QueueFile) -> Deferred[None] | None:
             local = [r for r in queued.header.pending if self._isLocal(r.address)]
+            if local and len(local) == len(queued.header.pending):
+                # With a remote recipient pending, the queue manager's
+                # attempt logs this line: once per activation, as qmgr.
+                logActive(self._log, queued.header)
             return self._deliverRecipients(queueID, path, queued, local, queuedAt)
 
         def unreadable(failure: Failure) -> None:

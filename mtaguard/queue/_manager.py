@@ -95,7 +95,7 @@ from ._dsn import FailedRecipient, buildBounce
 from ._envelope import Envelope
 from ._format import QueueFile, QueueFileHeader, QueueFormatError, QueuedRecipient, RecipientStatus, parseQueueFile
 from ._ids import isQueueID
-from ._local import formatDelay
+from ._local import formatDelay, logActive
 from ._markers import markRecipient, markTogether
 from ._store import QueueStore
 
@@ -515,6 +515,9 @@ class QueueManager(Service):
             reading = self._worker.run(lambda: _readQueueFile(path))
 
         def read(queued: QueueFile) -> Deferred[None] | None:
+            if any(not self._isLocal(r.address) for r in queued.header.pending):
+                # All-local messages are the local delivery manager's to log.
+                logActive(self._log, queued.header)
             known = content if header is not None else queued.content
             return self._deliverFile(_Attempt(queueID, path, queued.header, known, self._clock.seconds()))
 
