@@ -52,7 +52,9 @@ from zope.interface import implementer
 
 from ..interfaces import IQueue, IQueuedMessage, IQueueWorker
 from ._envelope import Envelope
+from ..smtp._escape import escapeForLog
 from ._format import SIZE_WIDTH, EncodedHeader, QueueFileHeader, encodeHeader, encodeSize
+from ._headers import MessageIDScanner
 from ._ids import QueueIDGenerator, isQueueID
 
 T = TypeVar("T")
@@ -94,6 +96,10 @@ INCOMING = "incoming"
 ACTIVE = "active"
 
 _log = Logger()
+#: Postfix logs these lines from its cleanup daemon.
+_cleanupLog = Logger(namespace="mtaguard.cleanup")
+#: The most bytes of a Message-ID value logged (a header line's length).
+MESSAGE_ID_LOG_LIMIT = 998
 
 
 @implementer(IQueueWorker)
@@ -512,6 +518,8 @@ class QueuedMessage:
         self._aborted = False
         self._error: OSError | None = None
         self._finished = False
+        #: Looks for the Message-ID lines cleanup logs; None once logged.
+        self._ids: MessageIDScanner | None = MessageIDScanner()
 
     # IConsumer
 
@@ -543,10 +551,12 @@ class QueuedMessage:
         if not data:
             return
         self._contentSize += len(data)
+        chunk = bytes(data)
+        if self._ids is not None:
+            self._logIDs(self._ids.feed(chunk))
         if self._error is not None:
             # The file is already gone; commit reports the error.
             return
-        chunk = bytes(data)
         self._chunks.append(chunk)
         if self._inline is not None:
             if self._contentSize <= INLINE_CONTENT_BYTES:
@@ -565,6 +575,8 @@ class QueuedMessage:
         """
         if self._committing is not None or self._aborted:
             raise RuntimeError(f"{self.queueID}: commit after commit or abort")
+        if self._ids is not None:
+            self._logIDs(self._ids.end())
         self._committing = Deferred()
         if self._error is not None:
             self._finished = True
@@ -585,6 +597,18 @@ class QueuedMessage:
         self._inline = None
         if self._error is None:
             self._store._workAdded(self)
+
+    def _logIDs(self, found: list[tuple[str, bytes]] | None) -> None:
+        if found is None:
+            return
+        self._ids = None
+        for name, value in found:
+            _cleanupLog.info(
+                "{queueID}: {name}={value}",
+                queueID=self.queueID,
+                name=name,
+                value=escapeForLog(value, limit=MESSAGE_ID_LOG_LIMIT),
+            )
 
     def committedHeader(self) -> QueueFileHeader | None:
         """
