@@ -20,13 +20,15 @@ from mtaguard.queue._maildir import MaildirAgent, mailboxName
 ARRIVAL = 1_764_000_000.0
 
 
-def anEnvelope(*recipients: str, arrival: float = ARRIVAL) -> Envelope:
+def anEnvelope(
+    *recipients: str, arrival: float = ARRIVAL, sender: str = "sender@client.example"
+) -> Envelope:
     """
-    @return: an envelope from C{sender@client.example} to C{recipients},
-        arrived at C{arrival}.
+    @return: an envelope from C{sender} to C{recipients}, arrived at
+        C{arrival}.
     """
     return Envelope(
-        sender="sender@client.example",
+        sender=sender,
         recipients=recipients,
         parameters=(),
         clientAddress="192.0.2.7",

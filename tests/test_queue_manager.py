@@ -25,13 +25,14 @@ from zope.interface import implementer
 
 from mtaguard.client import Destination, Router
 from mtaguard.config import ParameterView
-from mtaguard.queue import Envelope, QueueManager, QueueStore, RecipientStatus, SynchronousWorker, parseQueueFile
+from mtaguard.queue import QueueManager, QueueStore, RecipientStatus, SynchronousWorker, parseQueueFile
 from mtaguard.queue._store import ManualWorker
 from mtaguard.smtpd import ServerContext, SMTPServerProtocol
 from mtaguard.testing import MemoryQueue
 
 from .smtpdharness import BASE
 from .test_client_routing import FakeResolver, a, mx
+from .test_queue_local import anEnvelope
 
 ARRIVAL = 1_764_000_000.0
 CONTENT = b"Subject: hello\r\n\r\nbody\r\n"
@@ -293,20 +294,7 @@ class QueueManagerTests(SynchronousTestCase):
         self.network.settle()
 
     def commit(self, *recipients: str, sender: str = "sender@client.example") -> str:
-        envelope = Envelope(
-            sender=sender,
-            recipients=recipients,
-            parameters=(),
-            clientAddress="192.0.2.7",
-            clientPort=40123,
-            clientName="unknown",
-            helo="client.example",
-            protocol="ESMTP",
-            tls=False,
-            authUser=None,
-            arrival=self.clock.seconds(),
-        )
-        message = self.store.newMessage(envelope)
+        message = self.store.newMessage(anEnvelope(*recipients, arrival=self.clock.seconds(), sender=sender))
         message.write(CONTENT)
         return self.successResultOf(message.commit())
 
@@ -550,25 +538,21 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertIn(b"Status: 5.7.1", queued.content)
         self.assertNotIn(f"Final-Recipient: rfc822; {LATER}".encode(), queued.content)
 
-    def commitTold(self, *recipients: str, sender: str = "sender@client.example") -> str:
+    def commitTold(
+        self,
+        *recipients: str,
+        sender: str = "sender@client.example",
+        content: bytes = CONTENT,
+        settle: bool = True,
+    ) -> str:
         """
         Commit a message and tell the running manager, as smtpd does
         through L{mtaguard.service.SharedServices.queued}: from the
         commit's callback.
+
+        @param settle: whether to let the next hops answer before
+            returning.
         """
-        envelope = Envelope(
-            sender=sender,
-            recipients=recipients,
-            parameters=(),
-            clientAddress="192.0.2.7",
-            clientPort=40123,
-            clientName="unknown",
-            helo="client.example",
-            protocol="ESMTP",
-            tls=False,
-            authUser=None,
-            arrival=self.clock.seconds(),
-        )
         manager = self.manager
         assert manager is not None
         # As with the thread pool, the commit fires after smtpd added its
@@ -577,15 +561,16 @@ class QueueManagerTests(SynchronousTestCase):
         held = ManualWorker()
         self.store.worker = held
         try:
-            message = self.store.newMessage(envelope)
-            message.write(CONTENT)
-            committed = message.commit()
+            message = self.store.newMessage(anEnvelope(*recipients, arrival=self.clock.seconds(), sender=sender))
+            message.write(content)
+            committed: Deferred[str] = message.commit()
             committed.addCallback(lambda queueID: manager.queued(queueID, recipients) or queueID)
             held.runAll()
         finally:
             self.store.worker = worker
         queueID = self.successResultOf(committed)
-        self.network.settle()
+        if settle:
+            self.network.settle()
         return queueID
 
     def test_committedNotReadBack(self) -> None:

@@ -93,6 +93,7 @@ class _ManagerHarness(SynchronousTestCase):
     makeManager = _managerTests.QueueManagerTests.makeManager
     start = _managerTests.QueueManagerTests.start
     commit = _managerTests.QueueManagerTests.commit
+    commitTold = _managerTests.QueueManagerTests.commitTold
     path = _managerTests.QueueManagerTests.path
     lines = _managerTests.QueueManagerTests.lines
     deliveryLines = _managerTests.QueueManagerTests.deliveryLines
@@ -113,20 +114,7 @@ class SentFromMemoryTests(_ManagerHarness):
         commit's callbacks (as smtpd does), then overwrite the content in
         the file before any byte moves.
         """
-        manager = self.manager
-        assert manager is not None
-        worker = self.store.worker
-        held = ManualWorker()
-        self.store.worker = held
-        try:
-            message = self.store.newMessage(anEnvelope(*recipients, arrival=self.clock.seconds()))
-            message.write(content)
-            committed: Deferred[str] = message.commit()
-            committed.addCallback(lambda queueID: manager.queued(queueID, recipients) or queueID)
-            held.runAll()
-        finally:
-            self.store.worker = worker
-        queueID = self.successResultOf(committed)
+        queueID = self.commitTold(*recipients, content=content, settle=False)
         with open(self.path(queueID), "r+b") as handle:
             handle.seek(-len(content), os.SEEK_END)
             handle.write(content.replace(b"Subject: ", b"Subject! "))
