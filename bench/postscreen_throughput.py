@@ -63,7 +63,6 @@ import re
 import resource
 import select
 import shutil
-import signal
 import statistics
 import socket
 import subprocess
@@ -77,10 +76,10 @@ median = statistics.median
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from smtpd_throughput import (  # noqa: E402
-    POSTFIX_INTERNAL_SERVICES,
+    privatePostfix,
     readSpyProfile,
-    startPostfix,
     stopPostfix,
+    stopProcess,
     HOST,
     ROOT,
     SMTP_SOURCE,
@@ -238,13 +237,7 @@ class MtaguardInstance(Instance):
         return _logCounts(self.log)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(15)
+        stopProcess(self.process, 30)
 
 
 class PostfixInstance(Instance):
@@ -255,40 +248,21 @@ class PostfixInstance(Instance):
     def __init__(self, work: str, name: str = "postfix") -> None:
         self.name = name
         self.zombieNet = "127.0.2"
-        base = os.path.join(work, name)
-        self.config = os.path.join(base, "etc")
-        for sub in ("etc", "spool", "data"):
-            os.makedirs(os.path.join(base, sub), exist_ok=True)
-        os.chmod(work, 0o755)
-        os.chmod(base, 0o755)
-        shutil.chown(os.path.join(base, "data"), "postfix")
         self.smtpdPort, self.postscreenPort = freePort(), freePort()
+        base, self.config, self.pid = privatePostfix(
+            work,
+            name,
+            COMMON_MAIN_CF
+            + f"myhostname = {name}.test.example\n"
+            "smtpd_recipient_restrictions = check_recipient_access static:HOLD,"
+            " permit_mynetworks, reject_unauth_destination\n",
+            f"{HOST}:{self.smtpdPort} inet n - n - - smtpd\n"
+            f"{HOST}:{self.postscreenPort} inet n - n - 1 postscreen\n"
+            "smtpd pass - - n - - smtpd\n"
+            "dnsblog unix - - n - 0 dnsblog\n"
+            "tlsproxy unix - - n - 0 tlsproxy\n",
+        )
         self.log = os.path.join(base, "maillog")
-        with open(os.path.join(self.config, "main.cf"), "w") as handle:
-            handle.write(
-                COMMON_MAIN_CF
-                + f"myhostname = {name}.test.example\n"
-                f"queue_directory = {base}/spool\n"
-                f"data_directory = {base}/data\n"
-                "inet_interfaces = 127.0.0.1\n"
-                "inet_protocols = ipv4\n"
-                f"maillog_file = {self.log}\n"
-                f"maillog_file_prefixes = {base}\n"
-                "alias_maps =\nalias_database =\n"
-                "smtpd_recipient_restrictions = check_recipient_access static:HOLD,"
-                " permit_mynetworks, reject_unauth_destination\n"
-            )
-        with open(os.path.join(self.config, "master.cf"), "w") as handle:
-            handle.write(
-                f"{HOST}:{self.smtpdPort} inet n - n - - smtpd\n"
-                f"{HOST}:{self.postscreenPort} inet n - n - 1 postscreen\n"
-                "smtpd pass - - n - - smtpd\n"
-                "dnsblog unix - - n - 0 dnsblog\n"
-                "tlsproxy unix - - n - 0 tlsproxy\n"
-                + POSTFIX_INTERNAL_SERVICES
-            )
-        # The master and its children inherit this script's limits.
-        self.pid = startPostfix(self.config, base)
         waitListening(self.smtpdPort)
         connectOnly(self.postscreenPort)
 

@@ -54,9 +54,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from smtpd_throughput import (  # noqa: E402
-    POSTFIX_INTERNAL_SERVICES,
+    privatePostfix,
     readSpyProfile,
-    startPostfix,
     stopPostfix,
     HOST,
     ROOT,
@@ -171,48 +170,28 @@ class PostfixRelay(Server):
     def __init__(self, work: str, relayhost: str) -> None:
         self.name = "postfix-relay"
         self.family = True
-        base = os.path.join(work, "postfix")
-        self.base = base
-        self.config = os.path.join(base, "etc")
-        for sub in ("etc", "spool", "data"):
-            os.makedirs(os.path.join(base, sub), exist_ok=True)
-        os.chmod(work, 0o755)
-        os.chmod(base, 0o755)
-        shutil.chown(os.path.join(base, "data"), "postfix")
         self.port = freePort()
-        with open(os.path.join(self.config, "main.cf"), "w") as handle:
-            handle.write(
-                "compatibility_level = 3.6\n"
-                f"queue_directory = {base}/spool\n"
-                f"data_directory = {base}/data\n"
-                "myhostname = pf.test.example\n"
-                "mydomain = test.example\n"
-                "mydestination =\n"
-                "inet_interfaces = 127.0.0.1\n"
-                "inet_protocols = ipv4\n"
-                "mynetworks = 127.0.0.0/8\n"
-                f"maillog_file = {base}/maillog\n"
-                f"maillog_file_prefixes = {base}\n"
-                "alias_maps =\nalias_database =\n"
-                f"relayhost = {relayhost}\n"
-                "smtp_tls_security_level =\n"
-                "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"
-            )
-        with open(os.path.join(self.config, "master.cf"), "w") as handle:
-            handle.write(
-                f"{HOST}:{self.port} inet n - n - - smtpd\n"
-                "verify unix - - n - 1 verify\n"
-                "flush unix n - n 1000? 0 flush\n"
-                "smtp unix - - n - - smtp\n"
-                "relay unix - - n - - smtp\n"
-                "error unix - - n - - error\n"
-                "retry unix - - n - - error\n"
-                "discard unix - - n - - discard\n"
-                "tlsmgr unix - - n 1000? 1 tlsmgr\n"
-                + POSTFIX_INTERNAL_SERVICES
-            )
-        # The master and its children inherit this script's limits.
-        self.pid = startPostfix(self.config, base)
+        self.base, self.config, self.pid = privatePostfix(
+            work,
+            "postfix",
+            "compatibility_level = 3.6\n"
+            "myhostname = pf.test.example\n"
+            "mydomain = test.example\n"
+            "mydestination =\n"
+            "mynetworks = 127.0.0.0/8\n"
+            f"relayhost = {relayhost}\n"
+            "smtp_tls_security_level =\n"
+            "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n",
+            f"{HOST}:{self.port} inet n - n - - smtpd\n"
+            "verify unix - - n - 1 verify\n"
+            "flush unix n - n 1000? 0 flush\n"
+            "smtp unix - - n - - smtp\n"
+            "relay unix - - n - - smtp\n"
+            "error unix - - n - - error\n"
+            "retry unix - - n - - error\n"
+            "discard unix - - n - - discard\n"
+            "tlsmgr unix - - n 1000? 1 tlsmgr\n",
+        )
         waitListening(self.port)
 
     def stop(self) -> None:

@@ -238,13 +238,21 @@ class ChildServer(Server):
         waitListening(port)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(15)
+        stopProcess(self.process)
+
+
+def stopProcess(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """
+    SIGTERM a server child, then SIGKILL it if it has not exited after
+    C{timeout} seconds.
+    """
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(15)
 
 
 def startMtaguardQueue(work: str) -> ChildServer:
@@ -294,6 +302,42 @@ POSTFIX_INTERNAL_SERVICES = (
 )
 
 
+def privatePostfix(work: str, name: str, mainCf: str, masterCf: str) -> tuple[str, str, int]:
+    """
+    Set up and start a private Postfix instance under C{work}/C{name}: its
+    own configuration, spool and data directories, listening on loopback
+    only and logging to C{maillog} there.
+
+    @param mainCf: main.cf lines beyond those (host names, restrictions).
+    @param masterCf: master.cf lines beyond Postfix's internal services.
+    @return: the instance's directory, its configuration directory and its
+        master's process ID.
+    """
+    base = os.path.join(work, name)
+    config = os.path.join(base, "etc")
+    for sub in ("etc", "spool", "data"):
+        os.makedirs(os.path.join(base, sub), exist_ok=True)
+    # The daemons run as the postfix user: let it reach its files.
+    os.chmod(work, 0o755)
+    os.chmod(base, 0o755)
+    shutil.chown(os.path.join(base, "data"), "postfix")
+    with open(os.path.join(config, "main.cf"), "w") as handle:
+        handle.write(
+            mainCf
+            + f"queue_directory = {base}/spool\n"
+            f"data_directory = {base}/data\n"
+            "inet_interfaces = 127.0.0.1\n"
+            "inet_protocols = ipv4\n"
+            f"maillog_file = {base}/maillog\n"
+            f"maillog_file_prefixes = {base}\n"
+            "alias_maps =\nalias_database =\n"
+        )
+    with open(os.path.join(config, "master.cf"), "w") as handle:
+        handle.write(masterCf + POSTFIX_INTERNAL_SERVICES)
+    # The master and its children inherit this script's limits.
+    return base, config, startPostfix(config, base)
+
+
 def startPostfix(config: str, base: str) -> int:
     """
     Start a private Postfix instance (C{postfix -c CONFIG start}, under
@@ -334,39 +378,20 @@ class PostfixServer(Server):
     def __init__(self, work: str) -> None:
         self.name = "postfix"
         self.family = True
-        base = os.path.join(work, "postfix")
-        self.config = os.path.join(base, "etc")
-        for sub in ("etc", "spool", "data"):
-            os.makedirs(os.path.join(base, sub), exist_ok=True)
-        os.chmod(work, 0o755)
-        os.chmod(base, 0o755)
-        shutil.chown(os.path.join(base, "data"), "postfix")
         self.port = freePort()
+        base, self.config, self.pid = privatePostfix(
+            work,
+            "postfix",
+            "compatibility_level = 3.6\n"
+            "myhostname = pf.test.example\n"
+            "mydomain = test.example\n"
+            "mydestination =\n"
+            "mynetworks = 127.0.0.0/8\n"
+            "smtpd_recipient_restrictions = check_recipient_access static:HOLD,"
+            " permit_mynetworks, reject_unauth_destination\n",
+            f"{HOST}:{self.port} inet n - n - - smtpd\n",
+        )
         self.hold = os.path.join(base, "spool", "hold")
-        with open(os.path.join(self.config, "main.cf"), "w") as handle:
-            handle.write(
-                "compatibility_level = 3.6\n"
-                f"queue_directory = {base}/spool\n"
-                f"data_directory = {base}/data\n"
-                "myhostname = pf.test.example\n"
-                "mydomain = test.example\n"
-                "mydestination =\n"
-                "inet_interfaces = 127.0.0.1\n"
-                "inet_protocols = ipv4\n"
-                "mynetworks = 127.0.0.0/8\n"
-                f"maillog_file = {base}/maillog\n"
-                f"maillog_file_prefixes = {base}\n"
-                "alias_maps =\nalias_database =\n"
-                "smtpd_recipient_restrictions = check_recipient_access static:HOLD,"
-                " permit_mynetworks, reject_unauth_destination\n"
-            )
-        with open(os.path.join(self.config, "master.cf"), "w") as handle:
-            handle.write(
-                f"{HOST}:{self.port} inet n - n - - smtpd\n"
-                + POSTFIX_INTERNAL_SERVICES
-            )
-        # The master and its children inherit this script's limits.
-        self.pid = startPostfix(self.config, base)
         waitListening(self.port)
 
     def stop(self) -> None:
