@@ -150,7 +150,37 @@ def serverCommand(configDirectory: str) -> list[str]:
     ]
 
 
-class MtaguardProcess:
+class LogFileReader:
+    """
+    Reading the log file of a server a test started (C{logPath}).
+    """
+
+    logPath: str
+
+    def log(self) -> str:
+        """
+        Everything the server logged so far.
+        """
+        try:
+            with open(self.logPath, "rb") as handle:
+                return handle.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def waitForLog(self, text: str, timeout: float = 30.0, count: int = 1) -> str:
+        """
+        Wait until C{text} appears C{count} times in the log; return the log.
+        """
+        deadline = _now() + timeout
+        while _now() < deadline:
+            log = self.log()
+            if log.count(text) >= count:
+                return log
+            threading.Event().wait(0.05)
+        raise AssertionError(f"{text!r} not in {self.logPath} after {timeout}s:\n{self.log()}")
+
+
+class MtaguardProcess(LogFileReader):
     """
     A real C{twistd -n mtaguard} child process.
     """
@@ -213,27 +243,6 @@ class MtaguardProcess:
         assert self.process is not None
         return self.process.pid
 
-    def log(self) -> str:
-        """
-        Everything the process logged so far.
-        """
-        try:
-            with open(self.logPath, "rb") as handle:
-                return handle.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
-    def waitForLog(self, text: str, timeout: float = 30.0, count: int = 1) -> str:
-        """
-        Wait until C{text} appears C{count} times in the log; return the log.
-        """
-        deadline = _now() + timeout
-        while _now() < deadline:
-            log = self.log()
-            if log.count(text) >= count:
-                return log
-            threading.Event().wait(0.05)
-        raise AssertionError(f"{text!r} not logged in {timeout}s:\n{self.log()}")
 
 
 def runTool(

@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from typing import Any
 from unittest import SkipTest
 
-from .realpeers import HOST, ROOT, _now, childEnvironment, requireTool
+from .realpeers import HOST, ROOT, LogFileReader, _now, childEnvironment, requireTool
 
 #: The host name of the next hop the tests relay to.
 NEXT_HOP_NAME = "mx.next.example"
@@ -210,7 +210,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-class PostfixInstance:
+class PostfixInstance(LogFileReader):
     """
     A private Postfix (master, smtpd, cleanup, qmgr, ...) listening on
     127.0.0.1:C{port} with STARTTLS (C{smtpd_tls_security_level = may})
@@ -312,24 +312,6 @@ class PostfixInstance:
             stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
         )
 
-    def log(self) -> str:
-        try:
-            with open(self.logPath, "rb") as handle:
-                return handle.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
-    def waitForLog(self, text: str, timeout: float = 30.0, count: int = 1) -> str:
-        """
-        Wait until C{text} appears C{count} times in the instance's log.
-        """
-        deadline = _now() + timeout
-        while _now() < deadline:
-            log = self.log()
-            if log.count(text) >= count:
-                return log
-            threading.Event().wait(0.05)
-        raise AssertionError(f"{text!r} not in the Postfix log after {timeout}s:\n{self.log()}")
 
 
 # --- smtp-sink and other next hops ------------------------------------------------
@@ -458,18 +440,26 @@ class SilentAfterData:
 # --- mtaguard side -------------------------------------------------------------
 
 
-def submit(port: int, subject: str, recipient: str = "someone@remote.example") -> None:
+def aMessage(subject: str, body: str | None = None, recipient: str = "someone@remote.example") -> EmailMessage:
     """
-    Send one message to mtaguard on C{port}; raises unless it is
-    acknowledged with 250.
+    A message from C{sender@example.org} to C{recipient} with C{subject},
+    whose body is C{body} (by default the subject).
     """
     message = EmailMessage()
     message["From"] = "sender@example.org"
     message["To"] = recipient
     message["Subject"] = subject
-    message.set_content(f"{subject}\n")
+    message.set_content(f"{subject if body is None else body}\n")
+    return message
+
+
+def submit(port: int, subject: str, recipient: str = "someone@remote.example") -> None:
+    """
+    Send one message to mtaguard on C{port}; raises unless it is
+    acknowledged with 250.
+    """
     with smtplib.SMTP(HOST, port, timeout=30) as client:
-        client.send_message(message)
+        client.send_message(aMessage(subject, recipient=recipient))
 
 
 def queueCommand(directory: str, program: str, *argv: str) -> subprocess.CompletedProcess[str]:

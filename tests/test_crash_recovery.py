@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
-from email.message import EmailMessage
 
 from twisted.trial.unittest import TestCase
 
-from .relaypeers import queueCommand, startSink, subjects
+from .relaypeers import aMessage, queueCommand, startSink, subjects
 from .realpeers import (
     HOST,
     MtaguardProcess,
@@ -53,11 +52,7 @@ class KillNineTests(TestCase):
 
         with smtplib.SMTP(HOST, port, timeout=30) as client:
             for number in range(20):
-                message = EmailMessage()
-                message["From"] = "sender@example.org"
-                message["To"] = "someone@remote.example"
-                message["Subject"] = f"crash test {number}"
-                message.set_content(f"message number {number}\n")
+                message = aMessage(f"crash test {number}", f"message number {number}")
                 # send_message raises unless the server answered 250.
                 client.send_message(message)
 

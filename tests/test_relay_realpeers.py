@@ -225,6 +225,24 @@ class SlowNextHopTests(TestCase):
         submit(port, "slow next hop")
         return server, received
 
+    def assertDeferredQuickly(
+        self, sinkOptions: tuple[str, ...], settings: dict[str, str], reason: str
+    ) -> tuple[str, str]:
+        """
+        Relay one message to an smtp-sink run with C{sinkOptions}, with the
+        client C{settings}; it must be deferred within 15 s (the limits
+        are 2 s, smtp-sink's delays 20 s) with Postfix's text
+        C{conversation with 127.0.0.1[127.0.0.1] timed out while REASON}.
+
+        @return: mtaguard's log and the sink's dump file.
+        """
+        server, received = self.relayTo(sinkOptions, dict(settings, smtp_per_request_deadline="yes"))
+        started = time.monotonic()
+        log = server.waitForLog("status=deferred", timeout=30)
+        self.assertLess(time.monotonic() - started, 15)
+        self.assertIn(f"status=deferred (conversation with {HOST}[{HOST}] timed out while {reason})", log)
+        return log, received
+
     def test_slowGreetingDeferred(self) -> None:
         """
         smtp-sink waits 20 s before its greeting; with
@@ -233,16 +251,8 @@ class SlowNextHopTests(TestCase):
         127.0.0.1[127.0.0.1] timed out while receiving the initial server
         greeting}; no content reached the sink.
         """
-        server, received = self.relayTo(
-            ("-W", "connect:20"), {"smtp_helo_timeout": "2s", "smtp_per_request_deadline": "yes"}
-        )
-        started = time.monotonic()
-        log = server.waitForLog("status=deferred", timeout=30)
-        self.assertLess(time.monotonic() - started, 15)
-        self.assertIn(
-            f"status=deferred (conversation with {HOST}[{HOST}] timed out while receiving"
-            " the initial server greeting)",
-            log,
+        log, received = self.assertDeferredQuickly(
+            ("-W", "connect:20"), {"smtp_helo_timeout": "2s"}, "receiving the initial server greeting"
         )
         # smtp-sink may have opened a dump file for the envelope: no
         # content ever reached it.
@@ -254,16 +264,10 @@ class SlowNextHopTests(TestCase):
         C{smtp_data_done_timeout = 2s} the message is deferred within
         seconds with Postfix's warning that it may be sent more than once.
         """
-        server, _ = self.relayTo(
-            ("-W", ".:20"), {"smtp_data_done_timeout": "2s", "smtp_per_request_deadline": "yes"}
-        )
-        started = time.monotonic()
-        log = server.waitForLog("status=deferred", timeout=30)
-        self.assertLess(time.monotonic() - started, 15)
-        self.assertIn(
-            f"status=deferred (conversation with {HOST}[{HOST}] timed out while sending"
-            " end of data -- message may be sent more than once)",
-            log,
+        log, _ = self.assertDeferredQuickly(
+            ("-W", ".:20"),
+            {"smtp_data_done_timeout": "2s"},
+            "sending end of data -- message may be sent more than once",
         )
         self.assertNotIn("status=sent", log)
 
@@ -273,17 +277,8 @@ class SlowNextHopTests(TestCase):
         DATA (C{-w 20}); with C{smtp_data_init_timeout = 2s} the message is
         deferred within seconds, before any of its content was sent.
         """
-        server, received = self.relayTo(
-            ("-p", "-w", "20"),
-            {"smtp_data_init_timeout": "2s", "smtp_per_request_deadline": "yes"},
-        )
-        started = time.monotonic()
-        log = server.waitForLog("status=deferred", timeout=30)
-        self.assertLess(time.monotonic() - started, 15)
-        self.assertIn(
-            f"status=deferred (conversation with {HOST}[{HOST}] timed out while sending"
-            " DATA command)",
-            log,
+        log, received = self.assertDeferredQuickly(
+            ("-p", "-w", "20"), {"smtp_data_init_timeout": "2s"}, "sending DATA command"
         )
         # smtp-sink may have opened a dump file for the envelope: no
         # content ever reached it.
@@ -296,17 +291,7 @@ class SlowNextHopTests(TestCase):
         mtaguard is waiting for the MAIL FROM reply, so the limit is
         C{smtp_mail_timeout}, as with Postfix's client.
         """
-        server, received = self.relayTo(
-            ("-w", "20"), {"smtp_mail_timeout": "2s", "smtp_per_request_deadline": "yes"}
-        )
-        started = time.monotonic()
-        log = server.waitForLog("status=deferred", timeout=30)
-        self.assertLess(time.monotonic() - started, 15)
-        self.assertIn(
-            f"status=deferred (conversation with {HOST}[{HOST}] timed out while sending"
-            " MAIL FROM)",
-            log,
-        )
+        log, received = self.assertDeferredQuickly(("-w", "20"), {"smtp_mail_timeout": "2s"}, "sending MAIL FROM")
         # smtp-sink may have opened a dump file for the envelope: no
         # content ever reached it.
         self.assertEqual(subjects(received), [])

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import smtplib
-from email.message import EmailMessage
 
 from twisted.trial.unittest import TestCase
 
-from .relaypeers import startSink
+from .relaypeers import aMessage, startSink
 from .realpeers import (
     HOST,
     MtaguardProcess,
@@ -61,11 +60,7 @@ class ConnectionReuseTests(TestCase):
 
         with smtplib.SMTP(HOST, port, timeout=30) as client:
             for number in range(3):
-                message = EmailMessage()
-                message["From"] = "sender@example.org"
-                message["To"] = "someone@remote.example"
-                message["Subject"] = f"reuse test {number}"
-                message.set_content(f"message number {number}\n")
+                message = aMessage(f"reuse test {number}", f"message number {number}")
                 client.send_message(message)
                 # One at a time: each is delivered before the next comes.
                 server.waitForLog("status=sent", count=number + 1)
